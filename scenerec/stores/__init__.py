@@ -1,0 +1,1 @@
+"""Stores: item table and embeddings, vector store, BM25, profiles."""
