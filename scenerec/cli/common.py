@@ -1,0 +1,71 @@
+"""Options every command takes, and how the CLI builds settings and prints results."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+from ..models import Recommendation
+from ..settings import Settings, load_settings
+from ..text_safety import printable
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --data-dir, --json, --config, --chroma-host/--chroma-port; passes `settings` and `as_json`."""
+
+    @click.option("--data-dir", type=click.Path(path_type=Path), envvar="SCENEREC_DATA_DIR",
+                  help="Data directory (default: a per-user data directory).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+    @click.option("--config", "config_file", type=click.Path(path_type=Path),
+                  help="TOML config file (default: the per-user config file, if any).")
+    @click.option("--chroma-host", help="Use a chroma server at this host instead of the embedded store.")
+    @click.option("--chroma-port", type=int, default=None, help="Port of the chroma server.")
+    @functools.wraps(command)
+    def wrapper(
+        data_dir: Path | None, as_json: bool, config_file: Path | None,
+        chroma_host: str | None, chroma_port: int | None, **kwargs: Any,
+    ) -> Any:
+        settings = load_settings(config_file, data_dir=data_dir)
+        if chroma_host or chroma_port:
+            stores = settings.stores.model_copy(
+                update={k: v for k, v in {"chroma_host": chroma_host, "chroma_port": chroma_port}.items() if v}
+            )
+            settings = settings.model_copy(update={"stores": stores})
+        return command(settings=settings, as_json=as_json, **kwargs)
+
+    return wrapper
+
+
+def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, dict):
+        data = value
+    else:
+        data = [v.model_dump(mode="json") for v in value]
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def format_recommendations(recommendations: Sequence[Recommendation]) -> str:
+    """Numbered list; each item followed by the history items that pulled it in."""
+    lines = []
+    for rank, rec in enumerate(recommendations, start=1):
+        lines.append(f"{rank:>2}. {printable(rec.title, 90)}  [{rec.scene}]  score {rec.score:.4f}")
+        if rec.source == "popular":
+            lines.append("    popular in this scene (no history to go on)")
+        elif rec.evidence:
+            because = "; ".join(
+                f'"{printable(e.title, 60)}" ({e.scene}, {e.similarity:.2f})' for e in rec.evidence
+            )
+            lines.append(f"    because you liked {because}")
+        if rec.explanation:
+            lines.append(f"    {printable(rec.explanation, 200)}")
+    return "\n".join(lines)
+
+

@@ -1,0 +1,77 @@
+"""Commands about users: recommend, users, demo."""
+
+from __future__ import annotations
+
+import click
+
+from ..agent.recommender import Recommender
+from ..paths import DataPaths, demo_catalog_dir
+from ..settings import Settings
+from ..stores.ingest import ingest_catalog
+from .common import common_options, emit_json, format_recommendations
+
+
+@click.command()
+@click.option("--user", "user_id", required=True, help="User id.")
+@click.option("--scene", required=True, help="Target scene.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of recommendations.")
+@common_options
+def recommend(settings: Settings, as_json: bool, user_id: str, scene: str, k: int) -> None:
+    """Recommend K items of SCENE for a user, each with the history items that explain it."""
+    with Recommender.open(settings=settings) as recommender:
+        recommendations = recommender.recommend(user_id, scene, k)
+    if as_json:
+        emit_json(recommendations)
+    else:
+        click.echo(format_recommendations(recommendations))
+
+
+@click.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@common_options
+def users(settings: Settings, as_json: bool, limit: int) -> None:
+    """List users with their history size per scene."""
+    with Recommender.open(settings=settings) as recommender:
+        rows = {u: recommender.history(u).scene_counts() for u in recommender.items.users(limit)}
+    if as_json:
+        emit_json(rows)
+        return
+    for user_id, counts in rows.items():
+        click.echo(f"{user_id:<16} " + "  ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
+
+
+def pick_demo_user(recommender: Recommender) -> tuple[str, str]:
+    """A user whose history in some scene is thinnest relative to the rest: the transfer case."""
+    scenes = recommender.items.scenes()
+    best: tuple[float, str, str] | None = None
+    for user_id in recommender.items.users():
+        counts = recommender.history(user_id).scene_counts()
+        total = sum(counts.values())
+        for scene in scenes:
+            share = counts.get(scene, 0) / total
+            if total >= 8 and (best is None or (share, user_id, scene) < best):
+                best = (share, user_id, scene)
+    if best is None:
+        raise click.ClickException("the demo catalog has no user with enough history")
+    return best[1], best[2]
+
+
+@click.command()
+@click.option("-k", "k", type=int, default=5, show_default=True)
+@common_options
+def demo(settings: Settings, as_json: bool, k: int) -> None:
+    """Ingest the shipped demo catalog (once) and show explained recommendations for a demo user."""
+    if not DataPaths(settings.data_dir).catalog_db.exists():
+        click.echo(f"ingesting the demo catalog into {settings.data_dir} …", err=True)
+        ingest_catalog(demo_catalog_dir(), settings)
+    with Recommender.open(settings=settings) as recommender:
+        user_id, scene = pick_demo_user(recommender)
+        history = recommender.history(user_id)
+        recommendations = recommender.recommend(user_id, scene, k)
+    if as_json:
+        emit_json({"user_id": user_id, "scene": scene,
+                   "recommendations": [r.model_dump(mode="json") for r in recommendations]})
+        return
+    counts = ", ".join(f"{n} in {s}" for s, n in sorted(history.scene_counts().items()))
+    click.echo(f"user {user_id} (history: {counts}) — recommendations in '{scene}':\n")
+    click.echo(format_recommendations(recommendations))
