@@ -11,6 +11,7 @@ import numpy as np
 from .embedding_cache import EmbeddingCache, encode_with_cache
 from .embeddings import Encoder
 from .item_store import ItemStore
+from .lexical import FORMAT_VERSION as LEXICAL_FORMAT
 from .lexical import BM25Index
 from .vector_store import VectorStore
 
@@ -67,7 +68,7 @@ def sync_scene(
         vectors.delete(scene, extra)
         report.deleted = len(extra)
 
-    digest = scene_digest(wanted)
+    digest = f"{scene_digest(wanted)}:bm25-v{LEXICAL_FORMAT}"  # a new index format rebuilds too
     path = lexical_path(lexical_dir, scene)
     if items.manifest().get(f"lexical_digest:{scene}") != digest or not path.exists():
         lexical_dir.mkdir(parents=True, exist_ok=True)
