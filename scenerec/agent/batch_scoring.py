@@ -1,0 +1,195 @@
+"""Batch scoring: the recommend pipeline for many users at once, and its parquet/CSV output.
+
+`fused_candidates` is the one implementation of "dense top-N + BM25 top-N, fused by reciprocal rank"
+behind both `Recommender.recommend` (a batch of one) and `Recommender.score_batch`; so the two agree
+by construction. The dense lists come from the exact scene index (one matrix product for the batch),
+the BM25 lists from the scene's BM25 index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ScenerecError
+from ..models import UserHistory
+from ..settings import RetrievalSettings
+from ..stores.scene_index import SceneIndex
+from .retrieval import Candidate, reciprocal_rank_fusion
+
+FORMATS = (".parquet", ".csv")
+COLUMNS = ("user_id", "rank", "item_id", "score")
+
+
+class _Lexical(Protocol):
+    def search(
+        self, query: str, top_n: int, exclude: Collection[str] = ...
+    ) -> list[tuple[str, float]]: ...
+
+
+def lexical_query(history: UserHistory, settings: RetrievalSettings) -> str:
+    """The BM25 query of a history: its most recent titles."""
+    return " ".join(e.title for e in history.entries[-settings.lexical_history_items :])
+
+
+def dense_lists(
+    index: SceneIndex, profiles: Sequence[np.ndarray | None], n: int, excludes: Sequence[Collection[str]]
+) -> list[list[str]]:
+    """Exact top-n item ids per profile (none of its exclusions); [] where the profile is None."""
+    rows = [r for r, p in enumerate(profiles) if p is not None]
+    out: list[list[str]] = [[] for _ in profiles]
+    if not rows or len(index) == 0:
+        return out
+    queries = np.stack([profiles[r] for r in rows]).astype(np.float32, copy=False)
+    found = index.search(queries, n, [excludes[r] for r in rows])
+    ids = index.ids
+    for r, positions in zip(rows, found.indices.tolist()):
+        out[r] = [ids[p] for p in positions if p >= 0]
+    return out
+
+
+def lexical_lists(
+    index: _Lexical | None, queries: Sequence[str], n: int, excludes: Sequence[Collection[str]]
+) -> list[list[str]]:
+    """BM25 top-n item ids per query (none of its exclusions); [] for a blank query or no index."""
+    if index is None:
+        return [[] for _ in queries]
+    return [
+        [item_id for item_id, _ in index.search(q, n, exclude=ex)] if q.strip() else []
+        for q, ex in zip(queries, excludes)
+    ]
+
+
+def fused_candidates(
+    index: SceneIndex,
+    lexical: _Lexical | None,
+    profiles: Sequence[np.ndarray | None],
+    queries: Sequence[str],
+    excludes: Sequence[Collection[str]],
+    n: int,
+    settings: RetrievalSettings,
+) -> list[list[Candidate]]:
+    """Per user, up to n candidates best first: dense and BM25 lists fused by reciprocal rank."""
+    dense = dense_lists(index, profiles, max(n, settings.dense_candidates), excludes)
+    lexical_ids = lexical_lists(lexical, queries, max(n, settings.lexical_candidates), excludes)
+    out = []
+    for d, lx in zip(dense, lexical_ids):
+        fused = reciprocal_rank_fusion([d, lx], [1.0, settings.lexical_weight], settings.rrf_k)
+        out.append(
+            [Candidate(item_id=i, score=s, dense_rank=r[0], lexical_rank=r[1]) for i, s, r in fused[:n]]
+        )
+    return out
+
+
+# --- results ---
+
+
+@dataclass
+class BatchScores:
+    """Top-k per user: `item_ids[u]` and `scores[u]` best first (shorter than k when a scene runs out)."""
+
+    scene: str
+    k: int
+    user_ids: list[str] = field(default_factory=list)
+    item_ids: list[list[str]] = field(default_factory=list)
+    scores: list[list[float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def extend(self, other: BatchScores) -> None:
+        self.user_ids += other.user_ids
+        self.item_ids += other.item_ids
+        self.scores += other.scores
+
+    def columns(self) -> dict[str, list]:
+        """Long format: one row per (user, rank), rank 1-based."""
+        users, ranks, items, scores = [], [], [], []
+        for user_id, ids, values in zip(self.user_ids, self.item_ids, self.scores):
+            users += [user_id] * len(ids)
+            ranks += range(1, len(ids) + 1)
+            items += ids
+            scores += values
+        return {"user_id": users, "rank": ranks, "item_id": items, "score": scores}
+
+    def write(self, path: Path) -> Path:
+        """Write as parquet or CSV, chosen by the file suffix; returns the path."""
+        path = Path(path)
+        suffix = _format_of(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import pyarrow as pa
+
+        columns = self.columns()
+        table = pa.table(
+            {
+                "user_id": pa.array(columns["user_id"], pa.string()),
+                "rank": pa.array(columns["rank"], pa.int32()),
+                "item_id": pa.array(columns["item_id"], pa.string()),
+                "score": pa.array(columns["score"], pa.float64()),
+            },
+            metadata={"scene": self.scene, "k": str(self.k)},
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
+        else:
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(table, tmp)
+        tmp.replace(path)  # a reader never sees half a file
+        return path
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ScenerecError(f"cannot write {path}: the file name must end in .parquet or .csv")
+    return suffix
+
+
+def read_scores(path: Path, scene: str = "", k: int = 0) -> BatchScores:
+    """Read what `BatchScores.write` wrote: one file, or a directory of parts (read in name order)."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.suffix in FORMATS) if path.is_dir() else [path]
+    result = BatchScores(scene=scene, k=k)
+    for file in files:
+        if _format_of(file) == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(file)
+            meta = table.schema.metadata or {}
+            result.scene = result.scene or meta.get(b"scene", b"").decode()
+            result.k = result.k or int(meta.get(b"k", b"0"))
+        else:
+            import pyarrow as pa
+            import pyarrow.csv as pcsv
+
+            types = {"user_id": pa.string(), "rank": pa.int32(), "item_id": pa.string(),
+                     "score": pa.float64()}
+            table = pcsv.read_csv(file, convert_options=pcsv.ConvertOptions(column_types=types))
+        data = table.to_pydict()
+        for user_id, rank, item_id, score in zip(*(data[c] for c in COLUMNS)):
+            if rank == 1 or not result.user_ids or result.user_ids[-1] != user_id:
+                result.user_ids.append(user_id)
+                result.item_ids.append([])
+                result.scores.append([])
+            result.item_ids[-1].append(item_id)
+            result.scores[-1].append(score)
+    return result
+
+
+def shard_range(n_users: int, shard: int, n_shards: int) -> range:
+    """The contiguous slice of `n_users` sorted users that shard `shard` of `n_shards` scores."""
+    if n_shards < 1 or not 0 <= shard < n_shards:
+        raise ScenerecError(f"shard must be i/n with 0 <= i < n, got {shard}/{n_shards}")
+    return range(shard * n_users // n_shards, (shard + 1) * n_users // n_shards)
+
+
+def part_name(shard: int, n_shards: int, suffix: str = ".parquet") -> str:
+    return f"part-{shard:05d}-of-{n_shards:05d}{suffix}"

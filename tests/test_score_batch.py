@@ -1,0 +1,106 @@
+"""Batch scoring returns exactly what `recommend` returns, reads back from parquet and CSV, and shards."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from scenerec.agent.batch_scoring import BatchScores, read_scores, shard_range
+from scenerec.agent.recommender import Recommender
+from scenerec.cli import cli
+from scenerec.errors import ScenerecError, UnknownSceneError, UnknownUserError
+
+
+@pytest.fixture
+def tiny(tiny_settings, encoder):
+    with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
+        yield rec
+
+
+def assert_agrees(rec: Recommender, users: list[str], scene: str, k: int) -> BatchScores:
+    batch = rec.score_batch(users, scene, k, batch_size=7)
+    assert batch.user_ids == users
+    for user_id, ids, scores in zip(batch.user_ids, batch.item_ids, batch.scores):
+        single = rec.recommend(user_id, scene, k)
+        assert ids == [r.item_id for r in single], user_id
+        assert [round(s, 6) for s in scores] == [r.score for r in single], user_id
+    return batch
+
+
+@pytest.mark.parametrize("scene, k", [("films", 3), ("films", 50), ("books", 5)])
+def test_equals_recommend_for_every_tiny_user(tiny, scene, k):
+    batch = assert_agrees(tiny, tiny.items.users(), scene, k)
+    assert all(len(set(ids)) == len(ids) for ids in batch.item_ids)
+    history = {u: set(tiny.history(u).item_ids) for u in batch.user_ids}
+    assert all(not set(ids) & history[u] for u, ids in zip(batch.user_ids, batch.item_ids))
+
+
+@pytest.mark.slow
+def test_equals_recommend_for_demo_users(demo_settings, encoder):
+    with Recommender.open(settings=demo_settings, encoder=encoder) as rec:
+        users = rec.items.users()
+        for scene in rec.items.scenes():
+            assert_agrees(rec, users, scene, 10)
+
+
+def test_errors(tiny):
+    with pytest.raises(UnknownUserError):
+        tiny.score_batch(["alice", "nobody"], "films", 3)
+    with pytest.raises(UnknownSceneError):
+        tiny.score_batch(["alice"], "groceries", 3)
+    with pytest.raises(ScenerecError, match="k must be between"):
+        tiny.score_batch(["alice"], "films", 0)
+    assert len(tiny.score_batch([], "films", 3)) == 0
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_file_output_reads_back(tiny, tmp_path, suffix):
+    users = tiny.items.users()
+    path = tmp_path / "out" / f"scores{suffix}"
+    batch = tiny.score_batch(users, "films", 4, out=path)
+    assert path.is_file()
+    back = read_scores(path)
+    assert back.user_ids == batch.user_ids and back.item_ids == batch.item_ids
+    assert sum(back.scores, []) == pytest.approx(sum(batch.scores, []), rel=1e-12)
+    if suffix == ".parquet":
+        assert (back.scene, back.k) == ("films", 4)
+    with pytest.raises(ScenerecError, match=r"\.parquet or \.csv"):
+        batch.write(tmp_path / "scores.txt")
+
+
+def test_shard_ranges_cover_every_user_once():
+    for n_users in (0, 1, 5, 17):
+        for n_shards in (1, 2, 3, 8):
+            spans = [list(shard_range(n_users, i, n_shards)) for i in range(n_shards)]
+            assert sum(spans, []) == list(range(n_users))
+    with pytest.raises(ScenerecError):
+        shard_range(10, 2, 2)
+
+
+def test_cli_two_shards_equal_one_run(tiny_settings, tmp_path):
+    runner = CliRunner()
+    base = ["score", "--scene", "films", "--all", "-k", "5", "--data-dir", str(tiny_settings.data_dir)]
+    whole = runner.invoke(cli, [*base, "--out", str(tmp_path / "all.parquet")])
+    assert whole.exit_code == 0, whole.output
+    for shard in ("0/2", "1/2"):
+        part = runner.invoke(cli, [*base, "--out", str(tmp_path / "parts"), "--shard", shard])
+        assert part.exit_code == 0, part.output
+    parts = sorted(p.name for p in (tmp_path / "parts").iterdir())
+    assert parts == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+    one, two = read_scores(tmp_path / "all.parquet"), read_scores(tmp_path / "parts")
+    assert (two.user_ids, two.item_ids, two.scores) == (one.user_ids, one.item_ids, one.scores)
+    first = read_scores(tmp_path / "parts" / parts[0])
+    assert 0 < len(first) < len(one)  # each shard really scored a part
+
+
+def test_cli_users_file_and_usage_errors(tiny_settings, tmp_path):
+    runner = CliRunner()
+    users = tmp_path / "users.txt"
+    users.write_text("dan\n\n# a comment\nbob\n", encoding="utf-8")
+    base = ["score", "--scene", "books", "--data-dir", str(tiny_settings.data_dir)]
+    out = runner.invoke(cli, [*base, "--users", str(users), "--out", str(tmp_path / "s.csv"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert read_scores(tmp_path / "s.csv").user_ids == ["bob", "dan"]
+    assert runner.invoke(cli, [*base, "--out", str(tmp_path / "x.csv")]).exit_code != 0  # no users given
+    bad = runner.invoke(cli, [*base, "--all", "--out", str(tmp_path / "p"), "--shard", "2/2"])
+    assert bad.exit_code != 0 and "0 <= i < n" in bad.output
