@@ -1,0 +1,169 @@
+"""Train the transfer model on a real cross-scene catalog, then evaluate it against the baselines.
+
+    python benchmarks/train_transfer.py --data-dir /work/cache/ao-data      # an ingested data directory
+    python benchmarks/train_transfer.py                                     # ingests ../shared/data/amazon-arts-office
+    python benchmarks/train_transfer.py --data-dir DIR --skip-training      # evaluate the saved checkpoint
+
+Writes into benchmarks/results/transfer/ (or --out): training.json (wall time, device, threads, valid
+metrics per epoch), report.json / report.md / report.png (the harness: every method, both settings,
+both protocols, test split), summary.md (transfer vs the best baseline per scene and setting).
+The checkpoint is saved in the data directory (`checkpoints/transfer.pt`), as `scenerec train` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CATALOG = HERE.parent.parent / "shared" / "data" / "amazon-arts-office"
+BASELINES = ("popularity", "cooccurrence", "bm25", "dense", "fused")
+TARGET_RATIO = 1.15
+
+
+def summary(report, protocol: str = "full") -> tuple[str, dict]:
+    """Markdown table: per setting and scene, transfer's NDCG@10, the best baseline's, their ratio."""
+    lines = [
+        f"## transfer vs the best baseline: NDCG@10, {report.split} split, protocol `{protocol}`",
+        "",
+        "| setting | scene | transfer | best baseline | baseline NDCG@10 | ratio | target ×1.15 met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    numbers = {}
+    for setting in report.settings:
+        try:
+            transfer = report.result("transfer", setting, protocol)
+        except (KeyError, StopIteration, ValueError):
+            continue
+        for scene in [s for s in transfer.scenes if s != "overall"] + ["overall"]:
+            ours = transfer.scenes[scene].metrics["ndcg@10"]
+            best_name, best = None, None
+            for name in BASELINES:
+                if name not in report.methods:
+                    continue
+                value = report.result(name, setting, protocol).scenes[scene].metrics["ndcg@10"]
+                if best is None or value.mean > best.mean:
+                    best_name, best = name, value
+            ratio = ours.mean / best.mean if best and best.mean > 0 else float("inf")
+            met = "yes" if ratio >= TARGET_RATIO else "**no**"
+            lines.append(
+                f"| {setting} | {scene} | {ours.mean:.4f} ({ours.low:.4f}–{ours.high:.4f}) | {best_name} | "
+                f"{best.mean:.4f} ({best.low:.4f}–{best.high:.4f}) | {ratio:.2f} | {met} |"
+            )
+            numbers[f"{setting}/{scene}"] = {
+                "transfer": ours.mean,
+                "best_baseline": best_name,
+                "baseline": best.mean,
+                "ratio": ratio,
+            }
+    return "\n".join(lines) + "\n", numbers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, help="An ingested scenerec data directory.")
+    parser.add_argument(
+        "--catalog", type=Path, default=DEFAULT_CATALOG, help="Catalog to ingest without --data-dir."
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "transfer")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch CPU threads (the target machine has 2)."
+    )
+    parser.add_argument("--max-minutes", type=float, help="Training budget (default: settings).")
+    parser.add_argument("--epochs", type=int, help="Most epochs (default: settings).")
+    parser.add_argument("--skip-training", action="store_true", help="Evaluate the existing checkpoint.")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from scenerec.agent.recommender import Recommender
+    from scenerec.agent.transfer.loading import train_and_save
+    from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.report import write_report
+    from scenerec.paths import DataPaths
+    from scenerec.settings import load_settings
+    from scenerec.stores.ingest import ingest_catalog
+
+    if args.data_dir is not None:
+        data_dir = args.data_dir
+        if not DataPaths(data_dir).catalog_db.exists():
+            print(f"no ingested catalog in {data_dir}", file=sys.stderr)
+            return 2
+    else:
+        if not args.catalog.is_dir():
+            print(
+                f"the benchmark catalog {args.catalog} is absent (../shared/data is not part of the project); "
+                "pass --data-dir or --catalog",
+                file=sys.stderr,
+            )
+            return 2
+        data_dir = HERE / "out" / f"{args.catalog.name}-data"
+        if not DataPaths(data_dir).catalog_db.exists():
+            print(f"ingesting {args.catalog} into {data_dir} (once) …", file=sys.stderr)
+            ingest_catalog(args.catalog, load_settings(data_dir=data_dir))
+
+    settings = load_settings(data_dir=data_dir)
+    overrides = {"max_minutes": args.max_minutes, "max_epochs": args.epochs}
+    transfer = settings.transfer.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    args.out.mkdir(parents=True, exist_ok=True)
+    run: dict = {
+        "command": "python benchmarks/train_transfer.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "data_dir": str(data_dir),
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "settings": transfer.model_dump(mode="json"),
+    }
+    with Recommender.open(settings=settings) as rec:
+        if not args.skip_training:
+
+            def progress(stage: str, done: int, total: int, info: dict) -> None:
+                if stage == "valid":
+                    shown = {k: round(v, 4) for k, v in info.items() if k.startswith("ndcg10_")}
+                    print(f"epoch {done}: {shown}", file=sys.stderr, flush=True)
+
+            started = time.perf_counter()
+            result = train_and_save(rec, transfer, progress=progress)
+            run["training"] = result.model_dump(mode="json")
+            run["training_wall_seconds"] = round(time.perf_counter() - started, 1)
+            print(
+                f"trained in {result.seconds:.0f} s ({result.steps} steps, best epoch {result.best_epoch}, "
+                f"{result.stopped}); valid {result.valid}",
+                file=sys.stderr,
+            )
+            (args.out / "training.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+        started = time.perf_counter()
+        report = evaluate(
+            rec, [*BASELINES, "transfer"], split="test", n_bootstrap=args.bootstrap, progress=True
+        )
+        run["evaluate_seconds"] = round(time.perf_counter() - started, 1)
+    write_report(report, args.out, title="scenerec evaluation: transfer vs baselines")
+    parts, numbers = [], {}
+    for protocol in report.protocols:
+        text, nums = summary(report, protocol)
+        parts.append(text)
+        numbers[protocol] = nums
+    (args.out / "summary.md").write_text("\n".join(parts), encoding="utf-8")
+    run["summary"] = numbers
+    if report.skipped:
+        run["skipped"] = report.skipped
+    name = "training.json" if not args.skip_training else "evaluation.json"
+    (args.out / name).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The transfer model as an evaluation method: loads the data directory's checkpoint (or trains one)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ...evaluation.methods import EvalData, MethodUnavailableError, RankingMethod
+from ...settings import TransferSettings
+from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from .data import ItemTable
+from .scorer import TransferScorer
+from .train import pick_device, train_transfer
+
+
+def table_from_eval_data(data: EvalData) -> ItemTable:
+    return ItemTable.build(data.scene_item_ids, data.scene_vectors)
+
+
+class TransferMethod(RankingMethod):
+    """Scores with the trained transfer model of `data.data_dir` (`scenerec train` writes it).
+
+    With `train_if_missing`, a data directory without a checkpoint gets a model trained here on
+    `data.train_histories`, early-stopped on the directory's valid cases (never on the split being
+    evaluated), and not saved. Otherwise a missing or unusable checkpoint makes the method
+    unavailable, and the harness reports why.
+    """
+
+    name: ClassVar[str] = "transfer"
+
+    def __init__(self, checkpoint: Path | None = None, *, train_if_missing: bool = False) -> None:
+        self.checkpoint = checkpoint
+        self.train_if_missing = train_if_missing
+        self.scorer: TransferScorer | None = None
+
+    def fit(self, data: EvalData) -> None:
+        table = table_from_eval_data(data)
+        settings = data.settings.transfer if data.settings is not None else TransferSettings()
+        path = self.checkpoint or (checkpoint_path(data.data_dir) if data.data_dir is not None else None)
+        if path is not None and Path(path).exists():
+            embedding = data.settings.embedding.model if data.settings is not None else None
+            try:
+                model, _ = load_checkpoint(
+                    path, embedding_model=embedding, dim=table.dim, device=pick_device(settings.device)
+                )
+            except CheckpointError as exc:
+                raise MethodUnavailableError(f"transfer: {exc}") from exc
+        elif self.train_if_missing:
+            valid = _valid_cases(data)
+            model = train_transfer(table, list(data.train_histories.values()), valid, settings).model
+        else:
+            raise MethodUnavailableError(f"transfer: no checkpoint at {path}: run `scenerec train` first")
+        self.scorer = TransferScorer(model, table)
+
+    def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
+        if self.scorer is None:
+            raise RuntimeError("TransferMethod.score called before fit")
+        return self.scorer.scores(histories, scene).astype(np.float64)
+
+
+def _valid_cases(data: EvalData) -> list:
+    """The valid split's cases for early stopping: from the data directory, or the data's own cases
+    when it was built for the valid split."""
+    if data.split == "valid":
+        return list(data.cases)
+    if data.data_dir is None:
+        return []
+    from ...paths import DataPaths
+    from ...stores.item_store import ItemStore
+
+    store = ItemStore(DataPaths(data.data_dir).catalog_db)
+    try:
+        return store.cases("valid")
+    finally:
+        store.close()

@@ -1,0 +1,211 @@
+"""Inference with a trained transfer model: query rows, an exact per-scene index, full score rows.
+
+A user becomes one float32 query row per target scene: the dense user vector, then the two memory
+weights of each history slot, then the slots' item tokens. `TransferIndex.search` turns query rows
+into exact scores over the scene's items; `recommend`, `score_batch` and the evaluation method all go
+through it, so they rank identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from ...stores.scene_index import TopK
+from .data import FIRST_ITEM, ItemTable, eval_tokens
+from .model import TransferModel
+
+MAX_TOKEN = 2**24  # token ids travel in float32 query rows
+
+
+@dataclass
+class QueryLayout:
+    """Column blocks of a query row."""
+
+    hidden: int
+    slots: int  # max_history + 1 (the start token's slot, weight 0)
+
+    @property
+    def width(self) -> int:
+        return self.hidden + 3 * self.slots
+
+    def split(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        h, s = self.hidden, self.slots
+        tokens = np.rint(queries[:, h + 2 * s :]).astype(np.int64)
+        return queries[:, :h], queries[:, h : h + s], queries[:, h + s : h + 2 * s], tokens
+
+
+class TransferIndex:
+    """Exact top-k over one scene for transfer query rows (the SceneIndex interface: `ids`,
+    `len`, `search`); ties go to the lower item id."""
+
+    def __init__(
+        self,
+        ids: list[str],
+        items: np.ndarray,
+        bias: np.ndarray,
+        cooc: sparse.csr_matrix,
+        text: sparse.csr_matrix | None,
+        vocab_row: np.ndarray,
+        layout: QueryLayout,
+        chunk: int = 256,
+    ) -> None:
+        self.ids = ids
+        self.position = {item_id: p for p, item_id in enumerate(ids)}
+        self.items = items.astype(np.float64)  # (n, hidden)
+        self.bias = bias.astype(np.float64)
+        self.cooc = cooc.astype(np.float64).tocsr()  # (V + 1, n)
+        self.text = text.astype(np.float64).tocsr() if text is not None else None
+        self.vocab_row = vocab_row
+        self.layout = layout
+        self.chunk = chunk
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(n_queries, n_items) float64 scores."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.layout.width:
+            raise ValueError(
+                f"transfer query rows have {queries.shape[1]} columns, expected {self.layout.width}"
+            )
+        out = np.empty((len(queries), len(self.ids)))
+        for start in range(0, len(queries), self.chunk):
+            dense, w_cooc, w_text, tokens = self.layout.split(queries[start : start + self.chunk])
+            n = len(dense)
+            rows = self.vocab_row[np.clip(tokens, 0, len(self.vocab_row) - 1)]
+            users = np.repeat(np.arange(n), tokens.shape[1])
+            block = dense.astype(np.float64) @ self.items.T + self.bias[None, :]
+            a = sparse.csr_matrix(
+                (w_cooc.ravel().astype(np.float64), (users, rows.ravel())), shape=(n, self.cooc.shape[0])
+            )
+            block += (a @ self.cooc).toarray()
+            if self.text is not None:
+                a = sparse.csr_matrix(
+                    (w_text.ravel().astype(np.float64), (users, rows.ravel())), shape=(n, self.text.shape[0])
+                )
+                block += (a @ self.text).toarray()
+            out[start : start + n] = block
+        return out
+
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[Collection[str]] | None = None) -> TopK:
+        """Top-k item positions and scores per query row, none of `exclude[row]`."""
+        scores = self.scores(queries)
+        if exclude:
+            for row, ids in enumerate(exclude):
+                cols = [self.position[i] for i in ids if i in self.position]
+                scores[row, cols] = -np.inf
+        k = max(0, min(k, len(self.ids)))
+        indices = np.full((len(scores), k), -1, dtype=np.int64)
+        values = np.full((len(scores), k), -np.inf)
+        for row, s in enumerate(scores):
+            if k == 0:
+                break
+            floor = np.partition(s, len(s) - k)[len(s) - k]
+            cand = np.flatnonzero(s >= floor)
+            cand = cand[np.lexsort((cand, -s[cand]))][:k]  # score desc, then position (= id) asc
+            cand = cand[np.isfinite(s[cand])]
+            indices[row, : len(cand)] = cand
+            values[row, : len(cand)] = s[cand]
+        return TopK(indices, values)
+
+
+class TransferScorer:
+    """A trained model attached to a catalog's items."""
+
+    def __init__(self, model: TransferModel, table: ItemTable, batch_size: int = 256) -> None:
+        if len(table.vectors) >= MAX_TOKEN:
+            raise ValueError(f"the transfer model handles catalogs of up to {MAX_TOKEN - FIRST_ITEM} items")
+        self.model = model.eval()
+        self.table = table
+        self.batch_size = batch_size
+        model.attach(table)
+        self.layout = QueryLayout(model.settings.hidden, model.settings.max_history + 1)
+        self._indexes: dict[str, TransferIndex] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.white_mean.device
+
+    def covers(self, scene: str) -> bool:
+        return scene in self.model.scenes and scene in self.table.scene_tokens
+
+    def item_ids(self, scene: str) -> list[str]:
+        """The scene's item ids in column order (sorted by item id)."""
+        return [self.table.item_ids[t - FIRST_ITEM] for t in self.table.scene_tokens[scene]]
+
+    def item_matrix(self, scene: str) -> np.ndarray:
+        """(n_scene_items, hidden + 1): the learned item vectors and, last, their bias (the dense part
+        of the score; the memories add the rest)."""
+        index = self.index(scene)
+        return np.hstack([index.items, index.bias[:, None]]).astype(np.float32)
+
+    def index(self, scene: str) -> TransferIndex:
+        """The exact index of a scene for this model's query rows."""
+        if scene not in self._indexes:
+            model = self.model
+            tokens = self.table.scene_tokens[scene]
+            vocab_row = model.vocab_row.cpu().numpy()
+            with torch.no_grad():
+                t = torch.as_tensor(tokens, device=self.device)
+                items = model.item_repr(t).double().cpu().numpy()
+                bias = model.bias(t).double().cpu().numpy()
+                tau = float(model.log_tau.exp())
+            cols = vocab_row[tokens]
+            cooc = model.cooc.columns(cols)
+            known = (cols > 0).astype(np.float64)  # unknown items: no memory
+            cooc = cooc @ sparse.diags(known)
+            text = None
+            if model.text is not None:
+                cosine = model.text.cosines[:, cols].tocsr() @ sparse.diags(known)
+                text = cosine.copy()
+                text.data = np.exp(tau * (text.data.astype(np.float64) - 1))
+            self._indexes[scene] = TransferIndex(
+                self.item_ids(scene), items, bias, cooc, text, vocab_row, self.layout
+            )
+        return self._indexes[scene]
+
+    def queries(self, histories: Sequence[Sequence[str]], scene: str, *, cold: bool = False) -> np.ndarray:
+        """(n, query width) float32 query rows for `scene` from item-id histories (oldest first).
+
+        With `cold`, items of `scene` are dropped before the model sees anything. Unknown ids are
+        ignored; an empty history gives the model's no-history query (its scene prior).
+        """
+        if not self.covers(scene):
+            raise ValueError(f"the transfer model was not trained on scene '{scene}'")
+        model, layout = self.model, self.layout
+        target = model.scenes.index(scene)
+        out = np.zeros((len(histories), layout.width), dtype=np.float32)
+        h, s = layout.hidden, layout.slots
+        with torch.no_grad():
+            for start in range(0, len(histories), self.batch_size):
+                rows = [
+                    eval_tokens(self.table, hist, scene, cold, model.settings.max_history)
+                    for hist in histories[start : start + self.batch_size]
+                ]
+                width = max(len(r) for r in rows)
+                tokens = np.zeros((len(rows), width), dtype=np.int64)
+                for i, r in enumerate(rows):
+                    tokens[i, : len(r)] = r
+                last = torch.as_tensor([len(r) - 1 for r in rows], device=self.device)
+                t = torch.as_tensor(tokens, device=self.device)
+                states = model.encode(t)
+                picked = torch.arange(len(rows), device=self.device)
+                scene_ids = torch.full((len(rows),), target, dtype=torch.long, device=self.device)
+                users = model.user_from_states(states[picked, last], scene_ids)
+                weights = model.item_weights(states, t, target)[:, picked, last]  # (2, n, width)
+                block = out[start : start + len(rows)]
+                block[:, :h] = users.float().cpu().numpy()
+                block[:, h : h + width] = weights[0].float().cpu().numpy()
+                block[:, h + s : h + s + width] = weights[1].float().cpu().numpy()
+                block[:, h + 2 * s : h + 2 * s + width] = tokens
+        return out
+
+    def scores(self, histories: Sequence[Sequence[str]], scene: str, *, cold: bool = False) -> np.ndarray:
+        """(n, n_scene_items) float64 scores, columns as `item_ids(scene)`; higher is better."""
+        return self.index(scene).scores(self.queries(histories, scene, cold=cold))

@@ -1,0 +1,328 @@
+"""Training the transfer model: next-item softmax on training users, early stopping on valid cases."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ...settings import TransferSettings
+from .data import FIRST_ITEM, Batch, Example, ItemTable, collate, epoch_examples
+from .memory import CooccurrenceMemory, TextNeighbours
+from .model import TransferModel
+from .scorer import TransferScorer
+
+
+class CaseLike(Protocol):
+    history: list[str]
+    target_scene: str
+    target_item: str
+
+
+@dataclass
+class EpochLog:
+    """What one epoch did (epoch 0: the model before any step, its priors and memories alone)."""
+
+    epoch: int
+    loss: float
+    seconds: float
+    valid: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    """The best model (by valid NDCG@10, mixed and cold averaged) and the history that chose it."""
+
+    model: TransferModel
+    epochs: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+    stopped: str = ""
+    steps: int = 0
+
+    @property
+    def best_valid(self) -> dict[str, float]:
+        return next((e.valid for e in self.epochs if e.epoch == self.best_epoch), {})
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --- validation (the harness's conventions: history excluded, ties at their expected rank) ---
+
+
+def ndcg_at_10(ranks: np.ndarray) -> float:
+    """Mean NDCG@10 of 1-based ranks of single targets (inf = a miss)."""
+    if len(ranks) == 0:
+        return 0.0
+    gains = np.where(ranks <= 10, 1.0 / np.log2(np.minimum(ranks, 1e9) + 1.0), 0.0)
+    return float(gains.mean())
+
+
+def target_ranks(scores: np.ndarray, columns: dict[str, int], cases: Sequence[CaseLike]) -> np.ndarray:
+    """1-based rank of each case's target among the scene's items, the case's history excluded."""
+    ranks = np.full(len(cases), np.inf)
+    for row, case in enumerate(cases):
+        target = columns.get(case.target_item)
+        if target is None or case.target_item in case.history:  # a miss, as in the harness
+            continue
+        s = scores[row].astype(np.float64)
+        own = s[target]
+        s[[columns[i] for i in set(case.history) if i in columns]] = -np.inf
+        ranks[row] = 1 + int((s > own).sum()) + ((s == own).sum() - 1) / 2
+    return ranks
+
+
+def evaluate(scorer: TransferScorer, cases: Sequence[CaseLike]) -> dict[str, float]:
+    """Full-ranking NDCG@10 per scene and setting, their means, and the mixed/cold average."""
+    result: dict[str, float] = {}
+    for setting in ("mixed", "cold"):
+        per_scene = []
+        for scene in scorer.table.scenes:
+            scene_cases = [c for c in cases if c.target_scene == scene]
+            if not scene_cases or scene not in scorer.model.scenes:
+                continue
+            columns = {item_id: i for i, item_id in enumerate(scorer.item_ids(scene))}
+            scores = scorer.scores([c.history for c in scene_cases], scene, cold=setting == "cold")
+            value = ndcg_at_10(target_ranks(scores, columns, scene_cases))
+            result[f"ndcg10_{setting}_{scene}"] = value
+            per_scene.append(value)
+        result[f"ndcg10_{setting}"] = float(np.mean(per_scene)) if per_scene else 0.0
+    result["ndcg10"] = (result["ndcg10_mixed"] + result["ndcg10_cold"]) / 2
+    return result
+
+
+# --- what training starts from ---
+
+
+def build_memories(
+    model: TransferModel, table: ItemTable, histories: Sequence[Sequence[int]]
+) -> list[np.ndarray]:
+    """Give the model its memories and priors from the training data; return each user's
+    vocabulary rows (sorted), which the leave-one-user-out correction needs."""
+    vocab_row = model.vocab_row.cpu().numpy()
+    rows = [vocab_row[np.asarray(h, dtype=np.int64)] for h in histories]
+    size = len(model.vocabulary) + 1
+    model.cooc = CooccurrenceMemory.build(rows, size)
+    with torch.no_grad():
+        model.item_bias.weight.copy_(torch.from_numpy(np.log1p(model.cooc.occurrences))[:, None])
+    if model.settings.text_neighbours:
+        vectors = np.zeros((size, table.dim), dtype=np.float32)
+        tokens = np.arange(FIRST_ITEM, len(table.vectors))
+        vectors[vocab_row[tokens]] = table.vectors[tokens]
+        vectors[0] = 0
+        scene_rows = {s: vocab_row[t] for s, t in table.scene_tokens.items()}
+        model.text = TextNeighbours.build(vectors, scene_rows, model.settings.text_neighbours)
+    return [np.unique(r[r > 0]) for r in rows]
+
+
+# --- the loss ---
+
+
+class _Loss:
+    """Softmax cross-entropy of each target against its scene's items: all of them, or the target
+    plus uniform negatives shared by the batch (an unbiased sample of the full softmax)."""
+
+    def __init__(
+        self,
+        model: TransferModel,
+        table: ItemTable,
+        owner_rows: list[np.ndarray],
+        negatives: int,
+        rng: np.random.Generator,
+    ) -> None:
+        self.model = model
+        self.table = table
+        self.owner_rows = owner_rows
+        self.negatives = negatives
+        self.rng = rng
+        self.vocab_row = model.vocab_row.cpu().numpy()
+        # negative proposal per scene: uniform, mixed with training popularity; its log is subtracted
+        # from every candidate's logit (sampled softmax with a log-q correction)
+        share = model.settings.popular_negatives
+        self.proposal: dict[str, np.ndarray] = {}
+        self.log_proposal: dict[str, np.ndarray] = {}
+        for scene, tokens in table.scene_tokens.items():
+            counts = model.cooc.occurrences[self.vocab_row[tokens]].astype(np.float64) + 1
+            q = (1 - share) / len(tokens) + share * counts / counts.sum()
+            self.proposal[scene] = q / q.sum()
+            self.log_proposal[scene] = np.log(self.proposal[scene]).astype(np.float32)
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        model, device = self.model, self.model.white_mean.device
+        tokens = torch.as_tensor(batch.tokens, device=device)
+        width = batch.tokens.shape[1]
+        states = model.encode(tokens)
+        history_rows = self.vocab_row[batch.tokens]
+        own = [self.owner_rows[o] for o in batch.owners]
+        rows_of_target, positions = batch.flat_positions // width, batch.flat_positions % width
+        total = torch.zeros((), device=device)
+        for s, scene in enumerate(self.table.scenes):
+            chosen = batch.target_scenes == s
+            if not chosen.any():
+                continue
+            qb, qt, y = rows_of_target[chosen], positions[chosen], batch.targets[chosen]
+            scene_tokens = self.table.scene_tokens[scene]
+            sampled = 0 < self.negatives < len(scene_tokens)
+            if sampled:
+                picked = self.rng.choice(len(scene_tokens), size=self.negatives, p=self.proposal[scene])
+                negatives = scene_tokens[picked]
+                candidates = np.concatenate([negatives, y])
+                log_q = self.log_proposal[scene][np.concatenate([picked, y - scene_tokens[0]])]
+            else:
+                candidates = scene_tokens
+            logits = self.logits(states, tokens, history_rows, own, qb, qt, s, candidates)
+            if sampled:
+                logits = logits - torch.as_tensor(log_q, device=device)[None, :]
+                k, n = self.negatives, len(y)
+                positive = logits[torch.arange(n), k + torch.arange(n)]
+                negative = logits[:, :k].masked_fill(
+                    torch.as_tensor(negatives[None, :] == y[:, None], device=device), -torch.inf
+                )
+                logits = torch.cat([positive[:, None], negative], dim=1)
+                labels = torch.zeros(n, dtype=torch.long, device=device)
+            else:
+                labels = torch.as_tensor(y - scene_tokens[0], device=device)
+            total = total + F.cross_entropy(logits, labels, reduction="sum")
+        return total / len(batch.targets)
+
+    def logits(
+        self,
+        states: torch.Tensor,
+        tokens: torch.Tensor,
+        history_rows: np.ndarray,
+        own: list[np.ndarray],
+        qb: np.ndarray,
+        qt: np.ndarray,
+        scene: int,
+        candidates: np.ndarray,
+    ) -> torch.Tensor:
+        """(targets, candidates) scores, exactly as the scorer computes them at inference."""
+        model, device = self.model, self.model.white_mean.device
+        cand = torch.as_tensor(candidates, device=device)
+        cand_rows = self.vocab_row[candidates]
+        weights = model.item_weights(states, tokens, scene)  # (2, B, L, L)
+        cooc = torch.as_tensor(model.cooc.training_block(history_rows, cand_rows, own), device=device)
+        memory = torch.bmm(weights[0], cooc)
+        if model.text is not None:
+            cosine = torch.as_tensor(model.text.block(history_rows, cand_rows), device=device)
+            text = torch.where(cosine > 0, model.text_kernel(cosine), torch.zeros((), device=device))
+            memory = memory + torch.bmm(weights[1], text)
+        qb_t, qt_t = torch.as_tensor(qb, device=device), torch.as_tensor(qt, device=device)
+        scene_ids = torch.full((len(qb),), scene, dtype=torch.long, device=device)
+        users = model.user_from_states(states[qb_t, qt_t], scene_ids)
+        return users @ model.item_repr(cand).T + model.bias(cand)[None, :] + memory[qb_t, qt_t]
+
+
+def length_buckets(
+    examples: Sequence[Example], batch_size: int, rng: np.random.Generator, span: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of example indices; within each run of `span` batches, examples of similar
+    length go together so that little of a batch is padding."""
+    order = rng.permutation(len(examples))
+    batches = []
+    for start in range(0, len(order), batch_size * span):
+        chunk = order[start : start + batch_size * span]
+        chunk = chunk[np.argsort([len(examples[i].tokens) for i in chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def train_transfer(
+    table: ItemTable,
+    train_histories: Sequence[Sequence[str]],
+    valid_cases: Sequence[CaseLike],
+    settings: TransferSettings,
+    *,
+    progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Train on the histories' next items; keep the epoch with the best valid NDCG@10.
+
+    Deterministic for a seed on one device. Stops on `patience` epochs without improvement,
+    `max_epochs`, the `max_minutes` budget, or `max_steps` optimiser steps (for tests).
+    `progress(stage, done, total, info)` is called after every step ("train") and validation ("valid").
+    """
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    device = pick_device(settings.device)
+    model = TransferModel(settings, table.dim, table.scenes, table.item_ids)
+    model.set_whitening(table.vectors[FIRST_ITEM:])
+    model.to(device)
+    model.attach(table)
+    histories = [t for t in (table.tokens(h) for h in train_histories) if t]
+    owner_rows = build_memories(model, table, histories)
+    sparse_ids = {id(p) for p in model.sparse_parameters()}
+    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
+    optimisers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(dense_params, lr=settings.learning_rate, weight_decay=settings.weight_decay),
+        torch.optim.SparseAdam(
+            model.sparse_parameters(), lr=settings.learning_rate * settings.sparse_lr_scale
+        ),
+    ]
+    loss_fn = _Loss(model, table, owner_rows, settings.negatives, rng)
+    result = TrainResult(model=model)
+    deadline = started + settings.max_minutes * 60
+
+    def validate(epoch: int, loss: float, seconds: float) -> float:
+        valid = evaluate(TransferScorer(model, table), valid_cases) if valid_cases else {"ndcg10": -loss}
+        result.epochs.append(EpochLog(epoch, loss, round(seconds, 2), valid))
+        if progress:
+            progress("valid", epoch, settings.max_epochs, valid)
+        return valid["ndcg10"]
+
+    best_score = validate(0, float("nan"), time.perf_counter() - started) if valid_cases else -math.inf
+    best_state, since_best = copy.deepcopy(model.state_dict()), 0
+    for epoch in range(1, settings.max_epochs + 1):
+        epoch_started = time.perf_counter()
+        examples = epoch_examples(
+            histories, table.scene_of, settings.max_history, settings.cold_probability, rng
+        )
+        batches = length_buckets(examples, settings.batch_users, rng)
+        model.train()
+        losses = []
+        for b, chosen in enumerate(batches):
+            loss = loss_fn(collate([examples[i] for i in chosen]))
+            for optimiser in optimisers:
+                optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(dense_params, 5.0)
+            for optimiser in optimisers:
+                optimiser.step()
+            losses.append(loss.item())
+            result.steps += 1
+            if progress:
+                progress("train", b + 1, len(batches), {"epoch": epoch, "loss": losses[-1]})
+            if (max_steps and result.steps >= max_steps) or time.perf_counter() > deadline:
+                break
+        score = validate(epoch, float(np.mean(losses)), time.perf_counter() - epoch_started)
+        if score > best_score:
+            best_score, since_best, result.best_epoch = score, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        if max_steps and result.steps >= max_steps:
+            result.stopped = "max_steps"
+        elif time.perf_counter() > deadline:
+            result.stopped = "time budget"
+        elif since_best >= settings.patience:
+            result.stopped = "early stopping"
+        if result.stopped:
+            break
+    else:
+        result.stopped = "max_epochs"
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result

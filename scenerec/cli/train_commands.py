@@ -1,0 +1,85 @@
+"""`scenerec train`: fit the cross-scene transfer model of a data directory and save its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..agent.recommender import Recommender
+from ..settings import Settings
+from ..stores.ingest import ingest_catalog
+from .common import common_options, emit_json
+
+
+@click.command("train")
+@click.argument("catalog", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs (default: settings).")
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Wall-clock budget in minutes (default: settings).",
+)
+@click.option("--seed", type=int, default=None, help="Training seed (default: settings).")
+@click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: CUDA when present).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@common_options
+def train(
+    settings: Settings,
+    as_json: bool,
+    catalog: Path | None,
+    epochs: int | None,
+    max_minutes: float | None,
+    seed: int | None,
+    device: str | None,
+    progress: bool,
+) -> None:
+    """Train the transfer model on the data directory's training users (ingesting CATALOG first if
+    given), early-stopped on the valid cases, and save it under the data directory's checkpoints/.
+    `recommend` uses it from then on."""
+    from tqdm import tqdm
+
+    from ..agent.transfer.loading import train_and_save
+
+    overrides = {"max_epochs": epochs, "max_minutes": max_minutes, "seed": seed, "device": device}
+    transfer = settings.transfer.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if catalog is not None:
+        click.echo(f"ingesting {catalog} into {settings.data_dir} …", err=True)
+        ingest_catalog(catalog, settings)
+    bar = tqdm(desc="training", unit="step", disable=not progress, leave=False)
+    lines: list[str] = []
+
+    def report(stage: str, done: int, total: int, info: dict[str, float]) -> None:
+        if stage == "train":
+            if done == 1:
+                bar.reset(total=total)
+                bar.set_description(f"epoch {int(info['epoch'])}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{info['loss']:.3f}")
+        else:
+            line = (
+                f"epoch {done}: valid NDCG@10 mixed {info.get('ndcg10_mixed', 0):.4f}, "
+                f"cold {info.get('ndcg10_cold', 0):.4f}"
+            )
+            lines.append(line)
+            if progress:
+                bar.write(line, file=None)
+
+    try:
+        with Recommender.open(settings=settings) as recommender:
+            result = train_and_save(recommender, transfer, progress=report)
+    finally:
+        bar.close()
+    if as_json:
+        emit_json(result)
+        return
+    if not progress:
+        click.echo("\n".join(lines))
+    valid = ", ".join(f"{k} {v:.4f}" for k, v in result.valid.items() if k.startswith("ndcg10_"))
+    click.echo(
+        f"trained in {result.seconds:.0f} s on {result.device} ({result.steps} steps, "
+        f"{result.train_users} training users); best epoch {result.best_epoch} ({result.stopped})"
+    )
+    click.echo(f"valid ({result.valid_cases} cases): {valid}")
+    click.echo(f"saved {result.checkpoint}")

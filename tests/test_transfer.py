@@ -1,0 +1,223 @@
+"""The transfer model on the demo catalog: it learns, it saves and loads exactly, bad checkpoints fall
+back to the mean profile, the cold path never sees the target scene, and `recommend` uses it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from scenerec.agent.recommender import Recommender
+from scenerec.agent.transfer.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
+from scenerec.agent.transfer.data import START, cold_examples, mixed_examples
+from scenerec.agent.transfer.loading import (
+    item_table,
+    load_scorer,
+    train_and_save,
+    training_data,
+    vector_model,
+)
+from scenerec.agent.transfer.scorer import TransferScorer
+from scenerec.agent.transfer.train import train_transfer
+from scenerec.cli import cli
+from scenerec.settings import Settings, TransferSettings
+
+pytestmark = pytest.mark.slow
+
+SMALL = TransferSettings(
+    hidden=32,
+    layers=1,
+    heads=2,
+    max_history=20,
+    negatives=64,
+    batch_users=16,
+    text_neighbours=10,
+    max_epochs=1,
+    patience=5,
+    seed=0,
+    device="cpu",
+)
+
+
+@pytest.fixture
+def data_copy(demo_settings: Settings, tmp_path: Path) -> Settings:
+    """A private copy of the demo data directory (the session one must not be mutated)."""
+    target = tmp_path / "data"
+    shutil.copytree(demo_settings.data_dir, target)
+    return demo_settings.model_copy(update={"data_dir": target})
+
+
+@pytest.fixture
+def rec(data_copy: Settings, encoder) -> Recommender:
+    with Recommender.open(settings=data_copy, encoder=encoder) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def trained(demo_settings: Settings, encoder):
+    """A model trained a few steps on the demo catalog, with its item table and valid cases."""
+    torch.set_num_threads(2)
+    with Recommender.open(settings=demo_settings, encoder=encoder) as r:
+        table = item_table(r)
+        histories, valid = training_data(r)
+    result = train_transfer(table, histories, valid, SMALL)
+    return result, table, histories, valid
+
+
+def test_training_lowers_the_loss(demo_settings, encoder):
+    with Recommender.open(settings=demo_settings, encoder=encoder) as r:
+        table = item_table(r)
+        histories, _ = training_data(r)
+    result = train_transfer(table, histories, [], SMALL.model_copy(update={"max_epochs": 4}))
+    losses = [e.loss for e in result.epochs]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0] * 0.98, losses  # 200 demo users, 4 epochs: a small but real drop
+
+
+def test_training_is_deterministic(trained, demo_settings, encoder):
+    result, table, histories, valid = trained
+    again = train_transfer(table, histories, valid, SMALL)
+    first = TransferScorer(result.model, table).scores([histories[0]], table.scenes[0])
+    second = TransferScorer(again.model, table).scores([histories[0]], table.scenes[0])
+    assert np.array_equal(first, second)
+    assert [e.valid for e in again.epochs] == [e.valid for e in result.epochs]
+
+
+def test_save_and_load_reproduce_the_scores_exactly(trained, tmp_path):
+    result, table, _, valid = trained
+    path = save_checkpoint(tmp_path / "t.pt", result.model, embedding_model="all-MiniLM-L6-v2")
+    model, meta = load_checkpoint(path, embedding_model="all-MiniLM-L6-v2", dim=table.dim)
+    assert meta["format_version"] == FORMAT_VERSION and meta["scenes"] == table.scenes
+    assert meta["dim"] == table.dim and meta["config"]["hidden"] == SMALL.hidden
+    before, after = TransferScorer(result.model, table), TransferScorer(model, table)
+    some = [c.history for c in valid[:10]]
+    for scene in table.scenes:
+        assert np.array_equal(before.scores(some, scene), after.scores(some, scene))
+        assert np.array_equal(before.scores(some, scene, cold=True), after.scores(some, scene, cold=True))
+
+
+def test_cold_path_never_reads_the_target_scene(trained):
+    result, table, _, valid = trained
+    scorer = TransferScorer(result.model, table)
+    office = table.scenes[-1]
+    history = next(c.history for c in valid if any(i.startswith(office) for i in c.history))
+    other_only = [i for i in history if table.scene_of[table.index[i]] != table.scene_id(office)]
+    swapped = other_only + table.item_ids[-3:]  # different target-scene items (office ids sort last)
+    cold = [scorer.queries([h], office, cold=True)[0] for h in (history, other_only, swapped)]
+    assert np.array_equal(cold[0], cold[1]) and np.array_equal(cold[0], cold[2])
+    assert not np.array_equal(cold[0], scorer.queries([history], office)[0])  # mixed does read it
+    # training examples of the cold setting hold no item of the target scene in their inputs
+    tokens = table.tokens(history)
+    s = table.scene_id(office)
+    for example in cold_examples(tokens, table.scene_of, s, 5):
+        inputs = [t for t in example.tokens if t != START]
+        assert all(table.scene_of[t] != s for t in inputs)
+        assert all(table.scene_of[t] == s for t in example.targets)
+    mixed = mixed_examples(tokens, table.scene_of, 5)
+    assert sorted(t for e in mixed for t in e.targets) == sorted(tokens)
+
+
+def test_recommend_uses_the_model_when_a_checkpoint_exists(rec):
+    user = next(u for u in rec.items.users() if u.startswith("tr"))
+    scene = "office"
+    assert rec.transfer is None
+    mean_profile = rec.recommend(user, scene, k=10)
+    report = train_and_save(rec, SMALL)
+    assert Path(report.checkpoint) == checkpoint_path(rec.paths.root) and report.best_epoch >= 0
+    assert rec.transfer is not None
+    learned = rec.recommend(user, scene, k=10)
+    assert [(r.item_id, r.score) for r in learned] != [(r.item_id, r.score) for r in mean_profile]
+    assert len({r.item_id for r in learned}) == 10
+    assert not {r.item_id for r in learned} & set(rec.history(user).item_ids)
+    # batch scoring goes through the same hook and agrees with recommend
+    users = [u for u in rec.items.users() if u.startswith("tr")][:5]
+    batch = rec.score_batch(users, scene, 5)
+    for user_id, ids in zip(batch.user_ids, batch.item_ids):
+        assert ids == [r.item_id for r in rec.recommend(user_id, scene, 5)]
+
+
+def _write_bad(path: Path, how: str, good: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    else:
+        payload = torch.load(path.with_suffix(".good"), weights_only=True)
+        if how == "other-model":
+            payload["embedding_model"] = "some-other-encoder"
+        elif how == "other-dimension":
+            payload["dim"] = 768
+        elif how == "other-version":
+            payload["format_version"] = FORMAT_VERSION + 1
+        torch.save(payload, path)
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("truncated", "unreadable"),
+        ("garbage", "unreadable"),
+        ("other-model", "some-other-encoder"),
+        ("other-dimension", "768"),
+        ("other-version", "format version"),
+    ],
+)
+def test_a_bad_checkpoint_is_a_clear_error_and_recommend_falls_back(rec, trained, how, message, caplog):
+    result = trained[0]
+    user = next(u for u in rec.items.users() if u.startswith("tr"))
+    mean_profile = rec.recommend(user, "arts", k=10)
+    path = checkpoint_path(rec.paths.root)
+    save_checkpoint(path.with_suffix(".good"), result.model, embedding_model="all-MiniLM-L6-v2")
+    _write_bad(path, how, path.with_suffix(".good").read_bytes())
+    with pytest.raises(CheckpointError, match=message):
+        load_scorer(rec)
+    with caplog.at_level(logging.WARNING):
+        fallback = rec.recommend(user, "arts", k=10)
+    assert rec.transfer is None
+    assert [(r.item_id, r.score) for r in fallback] == [(r.item_id, r.score) for r in mean_profile]
+    assert any("mean profile" in r.getMessage() and message in r.getMessage() for r in caplog.records)
+
+
+def test_the_evaluation_method_loads_the_checkpoint(rec, trained):
+    from scenerec.evaluation.harness import evaluate
+
+    save_checkpoint(checkpoint_path(rec.paths.root), trained[0].model, embedding_model=vector_model(rec))
+    report = evaluate(rec, ["transfer", "popularity"], split="valid", protocols=("full",), n_bootstrap=10)
+    assert "transfer" in report.methods and not report.skipped
+    for result in report.results:
+        for scene in result.scenes.values():
+            assert all(0 <= m.mean <= 1 for m in scene.metrics.values())
+
+
+def test_the_evaluation_method_is_unavailable_without_a_checkpoint(rec):
+    from scenerec.evaluation.harness import evaluate
+
+    report = evaluate(rec, ["transfer", "popularity"], split="valid", protocols=("full",), n_bootstrap=10)
+    assert "transfer" in report.skipped and "scenerec train" in report.skipped["transfer"]
+
+
+def test_train_command(data_copy):
+    out = CliRunner().invoke(
+        cli,
+        ["train", "--data-dir", str(data_copy.data_dir), "--epochs", "1", "--no-progress", "--json"],
+        env={
+            "SCENEREC_TRANSFER__HIDDEN": "32",
+            "SCENEREC_TRANSFER__NEGATIVES": "64",
+            "SCENEREC_TRANSFER__TEXT_NEIGHBOURS": "10",
+            "SCENEREC_TRANSFER__DEVICE": "cpu",
+        },
+    )
+    assert out.exit_code == 0, out.output
+    assert '"checkpoint"' in out.output and checkpoint_path(data_copy.data_dir).is_file()
