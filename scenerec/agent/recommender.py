@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel
@@ -16,10 +17,15 @@ from ..stores.embedding_cache import EmbeddingCache
 from ..stores.embeddings import Encoder, make_encoder
 from ..stores.item_store import ItemStore
 from ..stores.lexical_indexes import LexicalIndexes
+from ..stores.scene_index import SceneIndex, SceneIndexes
 from ..stores.sync import sync_all
 from ..stores.vector_store import VectorStore
+from .batch_scoring import BatchScores, fused_candidates, lexical_query
 from .profile import mean_profile
-from .retrieval import CandidateRetriever, reciprocal_rank_fusion
+from .retrieval import Candidate, CandidateRetriever, reciprocal_rank_fusion
+
+if TYPE_CHECKING:
+    from .transfer.scorer import TransferScorer
 
 
 class ItemHit(BaseModel):
@@ -45,9 +51,17 @@ class Recommender:
         self.cache = EmbeddingCache(self.paths.embedding_cache_db)
         self.vectors = VectorStore(settings.stores, self.paths.chroma_dir)
         self.lexical = LexicalIndexes(self.paths.lexical_dir)
-        self.retriever = CandidateRetriever(self.vectors, self.lexical, settings.retrieval)
         self._encoder = encoder
+        self._transfer: tuple[tuple[int, int], TransferScorer | None] | None = None  # (stamp, model)
         self._vector_model = self.items.manifest().get("vector_model")
+        # exact in-memory vectors per scene, rebuilt when the store version changes; chroma stays the
+        # durable index and serves `search_items`
+        self.scene_indexes = SceneIndexes(
+            settings, self.items, self.cache, lambda: self._vector_model or self.encoder.name
+        )
+        self.retriever = CandidateRetriever(
+            self.scene_indexes, self.lexical, settings.retrieval  # type: ignore[arg-type]
+        )
         if self._needs_sync():
             sync_all(self.items, self.vectors, self.cache, self.encoder, self.paths.lexical_dir)
             self._vector_model = self.encoder.name
@@ -132,12 +146,102 @@ class Recommender:
         exclude = set(exclude) | set(history.item_ids)
         if not history.entries:
             return self.popular(scene, k, exclude=exclude)
+        candidates = self.candidates([history], scene, k, [exclude])[0]
+        return self._with_evidence(candidates, history, self.item_vectors(history.item_ids), scene)
+
+    # --- the dense space: how a user becomes a query vector, and the index it is matched against ---
+
+    def user_vectors(self, histories: Sequence[UserHistory], scene: str) -> list[np.ndarray | None]:
+        """One query vector per history for `scene` (None: nothing to go on).
+
+        `recommend` and `score_batch` both call this, so a learned user model plugged in here (with
+        `dense_index` returning its item space) serves both.
+        """
+        transfer = self.transfer
+        if transfer is not None and transfer.covers(scene):
+            return list(transfer.queries([h.item_ids for h in histories], scene))
+        decay = self.settings.retrieval.recency_decay
+        ids = list(dict.fromkeys(i for h in histories for i in h.item_ids))
+        vectors = self.item_vectors(ids)
+        row = {item_id: r for r, item_id in enumerate(ids)}
+        return [mean_profile(vectors[[row[i] for i in h.item_ids]], decay) for h in histories]
+
+    def dense_index(self, scene: str) -> SceneIndex:
+        """The exact index of the scene's items in the space `user_vectors` returns."""
+        transfer = self.transfer
+        if transfer is not None and transfer.covers(scene):
+            return transfer.index(scene)  # type: ignore[return-value]  # same search interface
+        return self.scene_indexes.get(scene)
+
+    @property
+    def transfer(self) -> TransferScorer | None:
+        """The data directory's trained transfer model; None without a usable checkpoint (a corrupt
+        or mismatched one is logged as a warning), when `user_vectors` uses the mean profile."""
+        from .transfer.loading import checkpoint_stamp, open_transfer
+
+        stamp = checkpoint_stamp(self)  # reloaded after a new ingest or a new checkpoint
+        if self._transfer is None or self._transfer[0] != stamp:
+            self._transfer = (stamp, open_transfer(self))
+        return self._transfer[1]
+
+    def candidates(
+        self, histories: Sequence[UserHistory], scene: str, n: int, excludes: Sequence[Collection[str]]
+    ) -> list[list[Candidate]]:
+        """Fused dense + BM25 candidates for many histories at once (non-empty ones)."""
         s = self.settings.retrieval
-        history_vectors = self.item_vectors(history.item_ids)
-        profile = mean_profile(history_vectors, s.recency_decay)
-        recent_titles = " ".join(e.title for e in history.entries[-s.lexical_history_items :])
-        candidates = self.retriever.candidates(profile, recent_titles, scene, k, exclude)
-        return self._with_evidence(candidates, history, history_vectors, scene)
+        return fused_candidates(
+            self.dense_index(scene), self.lexical.get(scene), self.user_vectors(histories, scene),
+            [lexical_query(h, s) for h in histories], excludes, n, s,
+        )
+
+    def score_batch(
+        self,
+        user_ids: Sequence[str],
+        scene: str,
+        k: int = 10,
+        *,
+        out: Path | None = None,
+        batch_size: int = 1024,
+        progress: Callable[[int], None] | None = None,
+    ) -> BatchScores:
+        """Top-k ids and scores of `scene` for many stored users: what `recommend` returns, in bulk.
+
+        Writes a parquet or CSV file (by suffix) when `out` is given; `progress` is called with the
+        number of users done after each batch.
+        """
+        self._check_k(k)
+        self.check_scene(scene)
+        result = BatchScores(scene=scene, k=k)
+        for start in range(0, len(user_ids), batch_size):
+            histories = [self.history(u) for u in user_ids[start : start + batch_size]]
+            full = [h for h in histories if h.entries]
+            fused = iter(self.candidates(full, scene, k, [set(h.item_ids) for h in full]))
+            for h in histories:
+                if h.entries:
+                    ranked = [(c.item_id, c.score) for c in next(fused)]
+                else:
+                    ranked = [(r.item_id, r.score) for r in self.popular(scene, k)]
+                result.user_ids.append(h.user_id)
+                result.item_ids.append([i for i, _ in ranked])
+                result.scores.append([s for _, s in ranked])
+            if progress is not None:
+                progress(len(result))
+        if out is not None:
+            result.write(Path(out))
+        return result
+
+    def with_evidence(
+        self, candidates: Sequence[Candidate], history: UserHistory, scene: str
+    ) -> list[Recommendation]:
+        """Candidates found some other way (a chat refine, an anchor item) as explained recommendations."""
+        if not history.entries:
+            items = self.items.get_items([c.item_id for c in candidates])
+            return [
+                Recommendation(item_id=c.item_id, title=items[c.item_id].title, scene=scene,
+                               score=round(c.score, 6), source="personalized")
+                for c in candidates
+            ]
+        return self._with_evidence(candidates, history, self.item_vectors(history.item_ids), scene)
 
     def _with_evidence(
         self, candidates: Sequence, history: UserHistory, history_vectors: np.ndarray, scene: str

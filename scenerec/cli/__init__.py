@@ -8,7 +8,11 @@ import click
 
 from ..errors import CatalogError, ScenerecError
 from .catalog_commands import ingest, items, path, scenes
+from .chat_commands import chat, sessions
+from .eval_commands import eval_command
 from .recommend_commands import demo, recommend, users
+from .score_commands import score
+from .train_commands import train
 
 
 @click.group()
@@ -17,7 +21,9 @@ def cli() -> None:
     """scenerec: recommendations that carry what it knows about you from one scene into another."""
 
 
-for command in (ingest, scenes, items, path, recommend, users, demo):
+for command in (
+    ingest, scenes, items, path, recommend, users, demo, eval_command, score, chat, sessions, train,
+):
     cli.add_command(command)
 
 

@@ -15,11 +15,31 @@ from .common import common_options, emit_json, format_recommendations
 @click.option("--user", "user_id", required=True, help="User id.")
 @click.option("--scene", required=True, help="Target scene.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of recommendations.")
+@click.option("--explain", is_flag=True, help="Rerank with the LLM and add an `explanation` to each item.")
+@click.option("--backend", help="LLM backend for --explain: transformers, vllm, openai, llamacpp, fake.")
+@click.option("-m", "--model", help="LLM for --explain: a local .gguf file or model folder (openai: a model name).")
 @common_options
-def recommend(settings: Settings, as_json: bool, user_id: str, scene: str, k: int) -> None:
+def recommend(
+    settings: Settings, as_json: bool, user_id: str, scene: str, k: int, explain: bool,
+    backend: str | None, model: str | None,
+) -> None:
     """Recommend K items of SCENE for a user, each with the history items that explain it."""
+    if (backend or model) and not explain:
+        raise click.UsageError("--backend and --model choose the LLM of --explain; add --explain")
     with Recommender.open(settings=settings) as recommender:
-        recommendations = recommender.recommend(user_id, scene, k)
+        if explain:
+            from ..agent.llm import make_backend
+            from ..agent.rerank import rerank_for_user
+
+            updates = {key: value for key, value in (("backend", backend), ("model", model)) if value}
+            llm_settings = settings.llm.model_copy(update=updates)
+            recommender.check_scene(scene)
+            history = recommender.history(user_id)  # unknown users fail before a model loads
+            with make_backend(llm_settings) as llm:
+                result = rerank_for_user(recommender, user_id, scene, k, llm, llm_settings, history=history)
+            recommendations = result.recommendations
+        else:
+            recommendations = recommender.recommend(user_id, scene, k)
     if as_json:
         emit_json(recommendations)
     else:
