@@ -72,14 +72,19 @@ def read_lines(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tup
             yield number, text
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """An untrusted value (an id, a scene) as an error message may show it: escapes spelled out, short."""
+    text = value if value.isprintable() else repr(value)[1:-1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def validation_error(path: Path, line: int | None, exc: ValidationError, prefix: str = "") -> CatalogError:
     """Turn the first problem of a pydantic ValidationError into a CatalogError naming its field."""
     first = exc.errors(include_url=False)[0]
     loc = first.get("loc") or ()
     field = str(loc[0]) if loc else None
     message = str(first.get("msg", "invalid value"))
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
+    message = message.removeprefix("Value error, ")
     if len(loc) > 1:
         message = f"{message} (at {'.'.join(str(part) for part in loc[1:])})"
     return CatalogError(path, line, field, prefix + message[:1].lower() + message[1:])

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from ..errors import CatalogError
 from ..models import Interaction, Item, validate_scene_name
-from .catalog import MAX_LINE_BYTES, Catalog, read_lines, validation_error
+from .catalog import MAX_LINE_BYTES, Catalog, read_lines, shown, validation_error
 
 TITLE_FIELDS = ("title", "movie_title", "name")
 TEXT_TYPES = ("token", "token_seq")
@@ -96,7 +96,7 @@ def _rows(path: Path, max_line_bytes: int) -> tuple[list[_Column], Iterator[tupl
             raise CatalogError(
                 path,
                 1,
-                name or None,
+                shown(name) or None,
                 f"header field {cell.strip()!r} is not NAME:TYPE with TYPE in {FIELD_TYPES}",
             )
         columns.append(_Column(name, kind, index))
@@ -147,7 +147,7 @@ def _read_items(path: Path, scene: str, known: Mapping[str, str], max_line_bytes
                 path,
                 number,
                 "item_id",
-                f"duplicate item id '{item_id}' (first on line {first_line[item_id]})",
+                f"duplicate item id '{shown(item_id)}' (first on line {first_line[item_id]})",
             )
         stored_scene = known.get(item_id)
         if stored_scene is not None and stored_scene != scene:
@@ -155,7 +155,7 @@ def _read_items(path: Path, scene: str, known: Mapping[str, str], max_line_bytes
                 path,
                 number,
                 "item_id",
-                f"item '{item_id}' is already stored in scene '{stored_scene}', not '{scene}'",
+                f"item '{shown(item_id)}' is already stored in scene '{shown(stored_scene)}', not '{shown(scene)}'",
             )
         first_line[item_id] = number
         items.append(item)
@@ -178,7 +178,7 @@ def _read_interactions(path: Path, item_scenes: Mapping[str, str], max_line_byte
         if len(user_id) > 256:
             raise CatalogError(path, number, "user_id", "user id is longer than 256 characters")
         if item_id not in item_scenes:
-            raise CatalogError(path, number, "item_id", f"unknown item '{item_id}'")
+            raise CatalogError(path, number, "item_id", f"unknown item '{shown(item_id)}'")
         timestamp = 0.0
         if time_column is not None:
             raw = cells[time_column.index].strip()

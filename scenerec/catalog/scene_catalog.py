@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import CatalogError
 from ..models import Case, Interaction, Item, validate_scene_name
-from .catalog import MAX_LINE_BYTES, Catalog, read_lines, validation_error
+from .catalog import MAX_LINE_BYTES, Catalog, read_lines, shown, validation_error
 
 ITEMS_FILE = "items.jsonl"
 INTERACTIONS_FILE = "interactions.csv"
@@ -82,6 +82,7 @@ def _read_items(path: Path, known: Mapping[str, str], max_line_bytes: int) -> li
             text = ""
         elif not isinstance(text, str):
             raise CatalogError(path, number, "text", f"expected a string, found {_json_kind(text)}")
+        _require_unicode(path, number, "text", text)
         try:
             item = Item(item_id=record["item_id"], scene=record["scene"], title=record["title"], text=text)
         except ValidationError as exc:
@@ -91,7 +92,7 @@ def _read_items(path: Path, known: Mapping[str, str], max_line_bytes: int) -> li
                 path,
                 number,
                 "item_id",
-                f"duplicate item id '{item.item_id}' (first on line {first_line[item.item_id]})",
+                f"duplicate item id '{shown(item.item_id)}' (first on line {first_line[item.item_id]})",
             )
         stored_scene = known.get(item.item_id)
         if stored_scene is not None and stored_scene != item.scene:
@@ -99,7 +100,7 @@ def _read_items(path: Path, known: Mapping[str, str], max_line_bytes: int) -> li
                 path,
                 number,
                 "scene",
-                f"item '{item.item_id}' is already stored in scene '{stored_scene}', not '{item.scene}'",
+                f"item '{shown(item.item_id)}' is already stored in scene '{shown(stored_scene)}', not '{shown(item.scene)}'",
             )
         first_line[item.item_id] = number
         items.append(item)
@@ -164,13 +165,13 @@ def _interaction(
         raise validation_error(path, number, exc) from None
     item_scene = item_scenes.get(interaction.item_id)
     if item_scene is None:
-        raise CatalogError(path, number, "item_id", f"unknown item '{interaction.item_id}'")
+        raise CatalogError(path, number, "item_id", f"unknown item '{shown(interaction.item_id)}'")
     if item_scene != interaction.scene:
         raise CatalogError(
             path,
             number,
             "scene",
-            f"item '{interaction.item_id}' is in scene '{item_scene}', not '{interaction.scene}'",
+            f"item '{shown(interaction.item_id)}' is in scene '{shown(item_scene)}', not '{shown(interaction.scene)}'",
         )
     key = (interaction.user_id, interaction.position)
     if key in first_line:
@@ -178,7 +179,7 @@ def _interaction(
             path,
             number,
             "position",
-            f"user '{interaction.user_id}' already has position {interaction.position} "
+            f"user '{shown(interaction.user_id)}' already has position {interaction.position} "
             f"(line {first_line[key]})",
         )
     first_line[key] = number
@@ -207,21 +208,23 @@ def _read_cases(
                 path,
                 number,
                 "case_id",
-                f"duplicate case id '{case.case_id}' (first on line {first_line[case.case_id]})",
+                f"duplicate case id '{shown(case.case_id)}' (first on line {first_line[case.case_id]})",
             )
         target_scene = item_scenes.get(case.target_item)
         if target_scene is None:
-            raise CatalogError(path, number, "target_item", f"unknown item '{case.target_item}'")
+            raise CatalogError(path, number, "target_item", f"unknown item '{shown(case.target_item)}'")
         if target_scene != case.target_scene:
             raise CatalogError(
                 path,
                 number,
                 "target_item",
-                f"item '{case.target_item}' is in scene '{target_scene}', not '{case.target_scene}'",
+                f"item '{shown(case.target_item)}' is in scene '{shown(target_scene)}', not '{shown(case.target_scene)}'",
             )
         for index, item_id in enumerate(case.history):
             if item_id not in item_scenes:
-                raise CatalogError(path, number, "history", f"unknown item '{item_id}' (entry {index})")
+                raise CatalogError(
+                    path, number, "history", f"unknown item '{shown(item_id)}' (entry {index})"
+                )
         first_line[case.case_id] = number
         cases.append(case)
     return cases
@@ -239,7 +242,7 @@ def _check_scene(path: Path, number: int, field: str, scene: str, scenes: set[st
         raise CatalogError(path, number, field, str(exc)) from None
     if scene not in scenes:
         known = ", ".join(sorted(scenes)) or "none"
-        raise CatalogError(path, number, field, f"unknown scene '{scene}' (known scenes: {known})")
+        raise CatalogError(path, number, field, f"unknown scene '{shown(scene)}' (known scenes: {known})")
 
 
 def _require_keys(path: Path, number: int, record: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -252,6 +255,19 @@ def _require_string(path: Path, number: int, record: Mapping[str, Any], key: str
     value = record[key]
     if not isinstance(value, str):
         raise CatalogError(path, number, key, f"expected a string, found {_json_kind(value)}")
+    _require_unicode(path, number, key, value)
+
+
+def _require_unicode(path: Path, number: int, key: str, value: str) -> None:
+    # a JSON escape like "\ud800" decodes to half a surrogate pair, which no UTF-8 store can hold
+    for index, ch in enumerate(value):
+        if "\ud800" <= ch <= "\udfff":
+            raise CatalogError(
+                path,
+                number,
+                key,
+                f"lone surrogate {ord(ch):#06x} at character {index + 1} (not valid Unicode)",
+            )
 
 
 def _reject_constant(name: str) -> Any:
