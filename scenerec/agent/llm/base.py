@@ -21,6 +21,16 @@ Conversation = list[Message]
 JSONSchema = dict[str, Any]
 
 
+
+def schemas_per_conversation(
+    conversations: Sequence[Conversation], schemas: Sequence[JSONSchema | None] | None
+) -> list[JSONSchema | None]:
+    """`schemas` as a list with one entry (a schema or None) per conversation."""
+    listed = list(schemas) if schemas is not None else [None] * len(conversations)
+    if len(listed) != len(conversations):
+        raise ValueError("one schema (or None) per conversation")
+    return listed
+
 class UnknownBackendError(BackendError):
     """No backend of that name is registered."""
 
@@ -91,9 +101,7 @@ class LLMBackend(ABC):
         max_tokens: int | None = None,
     ) -> list[str]:
         """Answers to many conversations, in order; backends that batch run them together."""
-        schemas = list(schemas) if schemas is not None else [None] * len(conversations)
-        if len(schemas) != len(conversations):
-            raise ValueError("one schema (or None) per conversation")
+        schemas = schemas_per_conversation(conversations, schemas)
         return [self.chat(c, schema=s, max_tokens=max_tokens) for c, s in zip(conversations, schemas)]
 
     def score_labels(

@@ -26,7 +26,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ...settings import LLMSettings
-from .base import BackendError, Conversation, JSONSchema, LLMBackend, missing_package
+from .base import (
+    BackendError,
+    Conversation,
+    JSONSchema,
+    LLMBackend,
+    missing_package,
+    schemas_per_conversation,
+)
 
 Dialect = Literal["auto", "openai", "llamacpp", "plain"]
 
@@ -118,9 +125,7 @@ class OpenAIBackend(LLMBackend):
         schemas: Sequence[JSONSchema | None] | None = None,
         max_tokens: int | None = None,
     ) -> list[str]:
-        schemas = list(schemas) if schemas is not None else [None] * len(conversations)
-        if len(schemas) != len(conversations):
-            raise ValueError("one schema (or None) per conversation")
+        schemas = schemas_per_conversation(conversations, schemas)
         if not conversations:
             return []
         # the first request settles an `auto` dialect before the rest go out together

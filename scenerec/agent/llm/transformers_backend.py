@@ -17,7 +17,14 @@ from typing import Any
 from pydantic import Field
 
 from ...settings import LLMSettings
-from .base import Conversation, JSONSchema, LLMBackend, ModelLoadError, missing_package
+from .base import (
+    Conversation,
+    JSONSchema,
+    LLMBackend,
+    ModelLoadError,
+    missing_package,
+    schemas_per_conversation,
+)
 from .constrained import GrammarName, make_engine
 from .model_files import hf_folder, resolve_model
 
@@ -118,9 +125,7 @@ class TransformersBackend(LLMBackend):
         max_tokens: int | None = None,
     ) -> list[str]:
         self.load()
-        schemas = list(schemas) if schemas is not None else [None] * len(conversations)
-        if len(schemas) != len(conversations):
-            raise ValueError("one schema (or None) per conversation")
+        schemas = schemas_per_conversation(conversations, schemas)
         limit = max_tokens or self.settings.max_tokens
         answers: list[str] = []
         step = self.options.max_batch

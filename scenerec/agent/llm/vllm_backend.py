@@ -19,7 +19,14 @@ from typing import Any
 from pydantic import Field
 
 from ...settings import LLMSettings
-from .base import Conversation, JSONSchema, LLMBackend, ModelLoadError, missing_package
+from .base import (
+    Conversation,
+    JSONSchema,
+    LLMBackend,
+    ModelLoadError,
+    missing_package,
+    schemas_per_conversation,
+)
 from .model_files import hf_folder, resolve_model
 
 
@@ -106,9 +113,7 @@ class VLLMBackend(LLMBackend):
         max_tokens: int | None = None,
     ) -> list[str]:
         self.load()
-        schemas = list(schemas) if schemas is not None else [None] * len(conversations)
-        if len(schemas) != len(conversations):
-            raise ValueError("one schema (or None) per conversation")
+        schemas = schemas_per_conversation(conversations, schemas)
         if not conversations:
             return []
         start = time.perf_counter()
