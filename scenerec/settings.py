@@ -44,6 +44,10 @@ class RetrievalSettings(BaseModel):
     lexical_candidates: int = Field(100, ge=1, description="Top-N taken from BM25.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     lexical_weight: float = Field(0.5, ge=0, description="Weight of the BM25 list in the fusion.")
+    transfer_lexical_weight: float = Field(
+        0.5, ge=0,
+        description="Weight of the BM25 list when a trained transfer model supplies the dense list.",
+    )
     recency_decay: float = Field(0.9, gt=0, le=1, description="Weight ratio between consecutive history items.")
     lexical_history_items: int = Field(10, ge=1, description="Most recent history titles used as BM25 query.")
     evidence_items: int = Field(2, ge=1, description="History items named as evidence per recommendation.")

@@ -221,3 +221,32 @@ def test_train_command(data_copy):
     )
     assert out.exit_code == 0, out.output
     assert '"checkpoint"' in out.output and checkpoint_path(data_copy.data_dir).is_file()
+
+
+def test_fused_transfer_is_the_model_plus_bm25(rec, trained):
+    """The `fused-transfer` method measures what `recommend` ships with a checkpoint: at BM25 weight 0
+    its top 10 are the model's own; with BM25 weighted in, lists change but stay valid."""
+    from scenerec.agent.transfer.method import FusedTransferMethod, TransferMethod
+    from scenerec.evaluation.methods import EvalData
+
+    save_checkpoint(checkpoint_path(rec.paths.root), trained[0].model, embedding_model=vector_model(rec))
+    histories = [c.history for c in rec.items.cases("valid")[:20]]
+    top = {}
+    for weight in (0.0, 1.0):
+        settings = rec.settings.model_copy(
+            update={"retrieval": rec.settings.retrieval.model_copy(update={"transfer_lexical_weight": weight})}
+        )
+        data = EvalData.from_recommender(rec, split="valid")
+        data.settings, data.retrieval = settings, settings.retrieval
+        fused = FusedTransferMethod()
+        fused.fit(data)
+        top[weight] = np.argsort(-fused.score(histories, "office"), axis=1, kind="stable")[:, :10]
+    plain = TransferMethod()
+    plain.fit(data)
+    scores = plain.score(histories, "office")
+    columns = data.scene_column["office"]
+    for row, history in enumerate(histories):
+        scores[row, [columns[i] for i in history if i in columns]] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert np.array_equal(top[0.0], expected)
+    assert not np.array_equal(top[1.0], expected)

@@ -373,18 +373,14 @@ class FusedMethod(_DataMethod):
                 self._index[scene] = index_class(None)(ids, vectors)
 
     def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
-        from ..agent.batch_scoring import dense_lists, lexical_lists
+        from ..agent.batch_scoring import lexical_lists
         from ..agent.retrieval import reciprocal_rank_fusion
 
         s = self.data.retrieval
         known = [[i for i in h if i in self.data.item_scene] for h in histories]
-        profiles = self._profiles.profiles(known)
         empty = [not h for h in known]
         excludes = [set(h) for h in known]
-        dense = dense_lists(
-            self._index[scene], [None if e else p for p, e in zip(profiles, empty)],
-            max(self.k, s.dense_candidates), excludes,
-        )
+        dense = self.dense_lists(known, scene, max(self.k, s.dense_candidates), excludes)
         lexical = lexical_lists(
             self._bm25.index(scene), [self._bm25.query(h) for h in known],
             max(self.k, s.lexical_candidates), excludes,
@@ -396,9 +392,22 @@ class FusedMethod(_DataMethod):
             if empty[r]:
                 out[r] = popular
                 continue
-            for item_id, fused_score, _ in reciprocal_rank_fusion([d, lx], [1.0, s.lexical_weight], s.rrf_k):
+            for item_id, fused_score, _ in reciprocal_rank_fusion([d, lx], [1.0, self.lexical_weight], s.rrf_k):
                 out[r, columns[item_id]] = fused_score
         return out
+
+    @property
+    def lexical_weight(self) -> float:
+        return self.data.retrieval.lexical_weight
+
+    def dense_lists(
+        self, histories: Sequence[Sequence[str]], scene: str, n: int, excludes: Sequence[set[str]]
+    ) -> list[list[str]]:
+        """The dense top-n per (non-empty) history: the mean profile against the exact scene index."""
+        from ..agent.batch_scoring import dense_lists
+
+        profiles = self._profiles.profiles(histories)
+        return dense_lists(self._index[scene], [p if h else None for p, h in zip(profiles, histories)], n, excludes)
 
 
 # --- the registry ---
@@ -410,6 +419,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "dense": ("scenerec.evaluation.methods", "DenseMethod"),
     "fused": ("scenerec.evaluation.methods", "FusedMethod"),
     "transfer": ("scenerec.agent.transfer.method", "TransferMethod"),
+    "fused-transfer": ("scenerec.agent.transfer.method", "FusedTransferMethod"),
 }
 
 BASELINES: tuple[str, ...] = ("popularity", "cooccurrence", "bm25", "dense", "fused")

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...evaluation.methods import EvalData, MethodUnavailableError, RankingMethod
+from ...evaluation.methods import EvalData, FusedMethod, MethodUnavailableError, RankingMethod
 from ...settings import TransferSettings
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from .data import ItemTable
@@ -59,6 +59,38 @@ class TransferMethod(RankingMethod):
         if self.scorer is None:
             raise RuntimeError("TransferMethod.score called before fit")
         return self.scorer.scores(histories, scene).astype(np.float64)
+
+
+class FusedTransferMethod(FusedMethod):
+    """What `recommend` ships once a transfer model is trained: the model's top-N in place of the mean
+    profile's, fused with BM25 by reciprocal rank with `retrieval.transfer_lexical_weight`."""
+
+    name: ClassVar[str] = "fused-transfer"
+
+    def fit(self, data: EvalData) -> None:
+        super().fit(data)
+        self._transfer = TransferMethod()
+        self._transfer.fit(data)
+
+    @property
+    def lexical_weight(self) -> float:
+        return self.data.retrieval.transfer_lexical_weight
+
+    def dense_lists(
+        self, histories: Sequence[Sequence[str]], scene: str, n: int, excludes: Sequence[set[str]]
+    ) -> list[list[str]]:
+        rows = [r for r, h in enumerate(histories) if h]
+        out: list[list[str]] = [[] for _ in histories]
+        if not rows:
+            return out
+        scores = self._transfer.score([histories[r] for r in rows], scene)
+        ids, columns = self.data.scene_item_ids[scene], self.data.scene_column[scene]
+        for row, r in enumerate(rows):
+            scores[row, [columns[i] for i in excludes[r] if i in columns]] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+        for row, r in enumerate(rows):
+            out[r] = [ids[c] for c in top[row] if np.isfinite(scores[row, c])]
+        return out
 
 
 def _valid_cases(data: EvalData) -> list:
