@@ -29,8 +29,9 @@ from .. import prompts
 from ..models import Item, Recommendation, UserHistory
 from ..settings import LLMSettings
 from ..stores.profile_store import ProfileStore
+from ..text_safety import reads_like_instruction
 from .llm.base import BackendError, Conversation, LLMBackend
-from .llm.parsing import clean_field, looks_like_instruction, parse_json_object
+from .llm.parsing import clean_field, parse_json_object
 from .text_profile import TextProfiler, UserContext, history_lines
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 YES_LABELS = ("yes", "Yes")
 NO_LABELS = ("no", "No")
-WITHHELD = "(text withheld: it reads like an instruction)"
+WITHHELD = prompts.WITHHELD
 # answers with these problems are asked for once more; a retry prompt can fix a format, while an empty
 # or copied reason from the same model and prompt would come back the same (those get the template)
 FORMAT_PROBLEMS = ("it was not JSON", "it did not cite one of the liked items by its number")
@@ -189,11 +190,11 @@ class Reranker:
         for rec in kept:
             item = request.items.get(rec.item_id)
             title, body = rec.title, item.text if item is not None else ""
-            if looks_like_instruction(title):
+            if reads_like_instruction(title):
                 title = WITHHELD
                 withheld.add(rec.item_id)
                 counters.text_withheld += 1
-            if body and looks_like_instruction(body):
+            if body and reads_like_instruction(body):
                 body = ""
                 withheld.add(rec.item_id)
                 counters.text_withheld += 1
@@ -405,7 +406,7 @@ class Reranker:
         if len(reason.split()) < 3:
             counters.empty_reasons += 1
             return None, "the reason was empty"
-        if looks_like_instruction(reason):
+        if reads_like_instruction(reason):
             counters.unsafe_reasons += 1
             return None, "the reason was not about the item"
         lowered = _normal(reason)

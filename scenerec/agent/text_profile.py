@@ -17,8 +17,9 @@ from .. import prompts
 from ..models import HistoryEntry, UserHistory
 from ..settings import LLMSettings
 from ..stores.profile_store import ProfileStore, StoredProfile
+from ..text_safety import reads_like_instruction
 from .llm.base import BackendError, Conversation, LLMBackend
-from .llm.parsing import clean_field, looks_like_instruction, parse_json_object
+from .llm.parsing import clean_field, parse_json_object
 
 PROFILE_CHARS = 200
 
@@ -52,7 +53,7 @@ class UserContext:
             history = [
                 {
                     "alias": ln.alias,
-                    "title": prompts.quote(ln.entry.title, item_chars),
+                    "title": prompts.quote_data(ln.entry.title, item_chars),
                     "scene": ln.entry.scene,
                 }
                 for ln in self.lines
@@ -173,6 +174,6 @@ def read_profile(answer: str) -> str | None:
     """The profile sentence from a model answer, or None when it is missing, too short or unsafe."""
     value, _ = parse_json_object(answer)
     text, _ = clean_field((value or {}).get("profile"), PROFILE_CHARS)
-    if len(text.split()) < 3 or looks_like_instruction(text) or text in prompts.example_answers():
+    if len(text.split()) < 3 or reads_like_instruction(text) or text in prompts.example_answers():
         return None
     return text

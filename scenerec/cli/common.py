@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,35 +13,67 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from ..errors import StoreError
 from ..models import Recommendation
-from ..settings import Settings, load_settings
+from ..settings import load_settings
 from ..text_safety import printable
 
 
 def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Adds --data-dir, --json, --config, --chroma-host/--chroma-port; passes `settings` and `as_json`."""
 
-    @click.option("--data-dir", type=click.Path(path_type=Path), envvar="SCENEREC_DATA_DIR",
-                  help="Data directory (default: a per-user data directory).")
+    @click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        envvar="SCENEREC_DATA_DIR",
+        help="Data directory (default: a per-user data directory).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-    @click.option("--config", "config_file", type=click.Path(path_type=Path),
-                  help="TOML config file (default: the per-user config file, if any).")
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="TOML config file (default: the per-user config file, if any).",
+    )
     @click.option("--chroma-host", help="Use a chroma server at this host instead of the embedded store.")
     @click.option("--chroma-port", type=int, default=None, help="Port of the chroma server.")
     @functools.wraps(command)
     def wrapper(
-        data_dir: Path | None, as_json: bool, config_file: Path | None,
-        chroma_host: str | None, chroma_port: int | None, **kwargs: Any,
+        data_dir: Path | None,
+        as_json: bool,
+        config_file: Path | None,
+        chroma_host: str | None,
+        chroma_port: int | None,
+        **kwargs: Any,
     ) -> Any:
         settings = load_settings(config_file, data_dir=data_dir)
         if chroma_host or chroma_port:
             stores = settings.stores.model_copy(
-                update={k: v for k, v in {"chroma_host": chroma_host, "chroma_port": chroma_port}.items() if v}
+                update={
+                    k: v for k, v in {"chroma_host": chroma_host, "chroma_port": chroma_port}.items() if v
+                }
             )
             settings = settings.model_copy(update={"stores": stores})
-        return command(settings=settings, as_json=as_json, **kwargs)
+        try:
+            return command(settings=settings, as_json=as_json, **kwargs)
+        except OSError as exc:
+            raise StoreError(os_problem(exc)) from exc
+        except sqlite3.Error as exc:  # "database or disk is full", "unable to open database file"
+            raise StoreError(f"cannot use the data in {settings.data_dir}: {exc}{_KEPT}") from exc
 
     return wrapper
+
+
+_KEPT = "; what was stored before is kept"
+
+
+def os_problem(exc: OSError) -> str:
+    """A file-system error as one line: what failed, where, and for a full disk what to do."""
+    where = f" {printable(str(exc.filename), 200)}" if exc.filename else ""
+    problem = exc.strerror or printable(str(exc), 200)
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write{where}: {problem}; free some space and run the command again{_KEPT}"
+    return f"cannot use{where}: {problem}"
 
 
 def emit_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
@@ -67,5 +101,3 @@ def format_recommendations(recommendations: Sequence[Recommendation]) -> str:
         if rec.explanation:
             lines.append(f"    {printable(rec.explanation, 200)}")
     return "\n".join(lines)
-
-

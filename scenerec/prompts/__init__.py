@@ -2,7 +2,8 @@
 
 Every conversation is [system, user] where the user message is the per-user context (history, profile)
 followed by the task. Everything one user's calls share therefore comes first, so a backend with prefix
-caching computes it once. The `q` filter makes catalog and user text safe to quote between « »: control
+caching computes it once. The `data` filter is `q` for catalog text, which it withholds when it reads
+like an instruction (`text_safety.reads_like_instruction`). The `q` filter makes catalog and user text safe to quote between « »: control
 characters and escape sequences dropped (`text_safety.printable`), the guillemets that delimit it
 replaced, whitespace collapsed to one line, and the length capped.
 """
@@ -16,9 +17,10 @@ from typing import Any
 
 import jinja2
 
-from ..text_safety import printable
+from ..text_safety import printable, reads_like_instruction
 
 DEFAULT_LIMIT = 120
+WITHHELD = "(text withheld: it reads like an instruction)"
 
 
 def quote(text: object, limit: int = DEFAULT_LIMIT) -> str:
@@ -27,6 +29,13 @@ def quote(text: object, limit: int = DEFAULT_LIMIT) -> str:
         text = "" if text is None else str(text)
     flat = " ".join(printable(text).replace("«", '"').replace("»", '"').split())
     return printable(flat, max_length=limit)
+
+
+def quote_data(text: object, limit: int = DEFAULT_LIMIT) -> str:
+    """`quote`, but catalog text that reads like an instruction to the model is replaced by WITHHELD."""
+    if isinstance(text, str) and reads_like_instruction(text):
+        return WITHHELD
+    return quote(text, limit)
 
 
 def _source(name: str) -> str:
@@ -44,6 +53,7 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=False,
     )
     env.filters["q"] = quote
+    env.filters["data"] = quote_data
     return env
 
 
