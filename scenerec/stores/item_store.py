@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..models import Case, HistoryEntry, Interaction, Item, SceneInfo, UserHistory
-from .sqlite_util import connect, migrate
+from .sqlite_util import connect, migrate, write_transaction
 
 
 def m001_initial(conn: sqlite3.Connection) -> None:
@@ -50,14 +50,9 @@ class ItemStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: everything in it lands, or nothing does."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        """One write transaction: everything in it lands, or nothing does (waits out other writers)."""
+        with write_transaction(self._conn) as conn:
+            yield conn
 
     # --- writes (call inside `transaction()`) ---
 
@@ -102,6 +97,16 @@ class ItemStore:
     def version(self) -> int:
         """Bumped by every ingest; readers compare it to notice newer data."""
         return int(self.manifest().get("version", 0))
+
+    def vectors_epoch(self) -> int:
+        """Bumped when a repair rebuilt chroma collections: readers reopen their chroma client."""
+        return int(self.manifest().get("vectors_epoch", 0))
+
+    def stamp(self) -> tuple[str, str, str]:
+        """(version, synced version, vectors epoch): a reader whose stamp differs reopens what it cached
+        (chroma is rewritten between the version and the synced version, and by a repair)."""
+        manifest = self.manifest()
+        return tuple(manifest.get(k, "0") for k in ("version", "synced_version", "vectors_epoch"))  # type: ignore[return-value]
 
     def scenes(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT scene FROM items ORDER BY scene")]

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import ScenerecError, StoreError
 from ..models import Recommendation
-from .sqlite_util import connect, migrate
+from .sqlite_util import connect, migrate, write_transaction
 
 FeedbackKind = Literal["like", "dislike"]
 
@@ -140,13 +140,8 @@ class SessionStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with write_transaction(self._conn) as conn:  # waits out the other chat processes' writes
+            yield conn
 
     # --- writes ---
 
