@@ -44,9 +44,10 @@ class RetrievalSettings(BaseModel):
     lexical_candidates: int = Field(100, ge=1, description="Top-N taken from BM25.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     lexical_weight: float = Field(0.5, ge=0, description="Weight of the BM25 list in the fusion.")
-    transfer_lexical_weight: float = Field(
-        0.5, ge=0,
-        description="Weight of the BM25 list when a trained transfer model supplies the dense list.",
+    transfer_lexical_weight: float | None = Field(
+        None, ge=0,
+        description="Weight of the BM25 list when a trained transfer model supplies the dense list; "
+        "None = the weight `scenerec train` chose on the valid split (stored in the checkpoint).",
     )
     recency_decay: float = Field(0.9, gt=0, le=1, description="Weight ratio between consecutive history items.")
     lexical_history_items: int = Field(10, ge=1, description="Most recent history titles used as BM25 query.")

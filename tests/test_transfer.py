@@ -22,6 +22,7 @@ from scenerec.agent.transfer.checkpoint import (
 )
 from scenerec.agent.transfer.data import START, cold_examples, mixed_examples
 from scenerec.agent.transfer.loading import (
+    LEXICAL_WEIGHTS,
     item_table,
     load_scorer,
     train_and_save,
@@ -136,6 +137,9 @@ def test_recommend_uses_the_model_when_a_checkpoint_exists(rec):
     report = train_and_save(rec, SMALL)
     assert Path(report.checkpoint) == checkpoint_path(rec.paths.root) and report.best_epoch >= 0
     assert rec.transfer is not None
+    # the BM25 weight of the fusion was chosen on the valid split and travels with the checkpoint
+    assert report.lexical_weight in LEXICAL_WEIGHTS and len(report.lexical_weights_tried) == len(LEXICAL_WEIGHTS)
+    assert rec.transfer.lexical_weight == report.lexical_weight
     learned = rec.recommend(user, scene, k=10)
     assert [(r.item_id, r.score) for r in learned] != [(r.item_id, r.score) for r in mean_profile]
     assert len({r.item_id for r in learned}) == 10

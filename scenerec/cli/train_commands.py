@@ -82,4 +82,7 @@ def train(
         f"{result.train_users} training users); best epoch {result.best_epoch} ({result.stopped})"
     )
     click.echo(f"valid ({result.valid_cases} cases): {valid}")
+    if result.lexical_weight is not None:
+        tried = ", ".join(f"{w}: {v:.4f}" for w, v in result.lexical_weights_tried.items())
+        click.echo(f"BM25 weight in the fusion: {result.lexical_weight} (valid NDCG@10 by weight: {tried})")
     click.echo(f"saved {result.checkpoint}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from ...settings import TransferSettings
 from ...stores.scene_index import load_scene_vectors
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ItemTable
-from .scorer import TransferScorer
+from .scorer import TransferScorer, lexical_weight_of
 from .train import pick_device, train_transfer
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ def load_scorer(rec: Recommender, table: ItemTable | None = None) -> TransferSco
         )
     table = table or item_table(rec)
     device = pick_device(rec.settings.transfer.device)
-    model, _ = load_checkpoint(path, embedding_model=model_name, dim=table.dim, device=device)
-    return TransferScorer(model, table)
+    model, meta = load_checkpoint(path, embedding_model=model_name, dim=table.dim, device=device)
+    return TransferScorer(model, table, lexical_weight=lexical_weight_of(meta))
 
 
 def checkpoint_stamp(rec: Recommender) -> tuple[int, int]:
@@ -100,6 +101,8 @@ class TrainingReport(BaseModel):
     stopped: str
     valid: dict[str, float]
     epochs: list[dict[str, Any]]
+    lexical_weight: float | None = None  # BM25 weight chosen on the valid split (None: no valid cases)
+    lexical_weights_tried: dict[str, float] = {}
 
 
 def train_and_save(
@@ -138,6 +141,11 @@ def train_and_save(
     path = save_checkpoint(
         checkpoint_path(rec.paths.root), result.model, embedding_model=vector_model(rec), metrics=metrics
     )
+    if valid:
+        chosen, tried = choose_lexical_weight(rec, path)
+        metrics["transfer_lexical_weight"] = chosen
+        metrics["lexical_weight_valid_ndcg10"] = tried
+        path = save_checkpoint(path, result.model, embedding_model=vector_model(rec), metrics=metrics)
     return TrainingReport(
         checkpoint=str(path),
         device=str(pick_device(settings.device)),
@@ -149,4 +157,30 @@ def train_and_save(
         stopped=result.stopped,
         valid=metrics["valid"],
         epochs=epochs,
+        lexical_weight=metrics.get("transfer_lexical_weight"),
+        lexical_weights_tried=metrics.get("lexical_weight_valid_ndcg10", {}),
     )
+
+
+LEXICAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+
+
+def choose_lexical_weight(rec: Recommender, checkpoint: Path) -> tuple[float, dict[str, float]]:
+    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the model ranks the valid cases best:
+    NDCG@10 over every item of the target scene, averaged over the mixed and cold settings."""
+    from ...evaluation.harness import evaluate
+    from ...evaluation.methods import EvalData
+    from .method import FusedTransferMethod
+
+    data = EvalData.from_recommender(rec, split="valid")
+    method = FusedTransferMethod(checkpoint)
+    method.fit(data)
+    tried: dict[str, float] = {}
+    for weight in LEXICAL_WEIGHTS:
+        method.weight = weight
+        report = evaluate(data, [method], split="valid", protocols=("full",), n_bootstrap=0)
+        overall = [report.result(method.name, s, "full").scenes["overall"] for s in report.settings]
+        scores = [result.metrics["ndcg@10"].mean for result in overall]
+        tried[str(weight)] = round(sum(scores) / len(scores), 6)
+    best = max(LEXICAL_WEIGHTS, key=lambda w: (tried[str(w)], -w))  # ties: less BM25
+    return best, tried

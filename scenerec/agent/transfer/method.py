@@ -12,7 +12,7 @@ from ...evaluation.methods import EvalData, FusedMethod, MethodUnavailableError,
 from ...settings import TransferSettings
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from .data import ItemTable
-from .scorer import TransferScorer
+from .scorer import TransferScorer, lexical_weight_of
 from .train import pick_device, train_transfer
 
 
@@ -43,17 +43,17 @@ class TransferMethod(RankingMethod):
         if path is not None and Path(path).exists():
             embedding = data.settings.embedding.model if data.settings is not None else None
             try:
-                model, _ = load_checkpoint(
+                model, meta = load_checkpoint(
                     path, embedding_model=embedding, dim=table.dim, device=pick_device(settings.device)
                 )
             except CheckpointError as exc:
                 raise MethodUnavailableError(f"transfer: {exc}") from exc
         elif self.train_if_missing:
             valid = _valid_cases(data)
-            model = train_transfer(table, list(data.train_histories.values()), valid, settings).model
+            model, meta = train_transfer(table, list(data.train_histories.values()), valid, settings).model, {}
         else:
             raise MethodUnavailableError(f"transfer: no checkpoint at {path}: run `scenerec train` first")
-        self.scorer = TransferScorer(model, table)
+        self.scorer = TransferScorer(model, table, lexical_weight=lexical_weight_of(meta))
 
     def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
         if self.scorer is None:
@@ -67,14 +67,26 @@ class FusedTransferMethod(FusedMethod):
 
     name: ClassVar[str] = "fused-transfer"
 
+    def __init__(self, checkpoint: Path | None = None, lexical_weight: float | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.weight = lexical_weight  # None: the settings', else the checkpoint's, else the default
+
     def fit(self, data: EvalData) -> None:
+        if getattr(self, "data", None) is data:
+            return  # fitted on this data already: only the weight changed (see choose_lexical_weight)
         super().fit(data)
-        self._transfer = TransferMethod()
+        self._transfer = TransferMethod(self.checkpoint)
         self._transfer.fit(data)
 
     @property
     def lexical_weight(self) -> float:
-        return self.data.retrieval.transfer_lexical_weight
+        if self.weight is not None:
+            return self.weight
+        configured = self.data.retrieval.transfer_lexical_weight
+        if configured is not None:
+            return configured
+        assert self._transfer.scorer is not None
+        return self._transfer.scorer.lexical_weight
 
     def dense_lists(
         self, histories: Sequence[Sequence[str]], scene: str, n: int, excludes: Sequence[set[str]]

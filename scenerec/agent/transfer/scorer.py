@@ -115,15 +115,34 @@ class TransferIndex:
         return TopK(indices, values)
 
 
+DEFAULT_LEXICAL_WEIGHT = 0.5  # for checkpoints saved before the weight was chosen at training time
+
+
+def lexical_weight_of(meta: dict) -> float:
+    """The BM25 weight a checkpoint's metadata carries (chosen on the valid split), or the default."""
+    value = meta.get("metrics", {}).get("transfer_lexical_weight")
+    return float(value) if isinstance(value, (int, float)) else DEFAULT_LEXICAL_WEIGHT
+
+
 class TransferScorer:
     """A trained model attached to a catalog's items."""
 
-    def __init__(self, model: TransferModel, table: ItemTable, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        model: TransferModel,
+        table: ItemTable,
+        batch_size: int = 256,
+        *,
+        lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+    ) -> None:
+        """`lexical_weight`: the BM25 list's weight when fused with this model's list (chosen on the
+        valid split by `scenerec train`)."""
         if len(table.vectors) >= MAX_TOKEN:
             raise ValueError(f"the transfer model handles catalogs of up to {MAX_TOKEN - FIRST_ITEM} items")
         self.model = model.eval()
         self.table = table
         self.batch_size = batch_size
+        self.lexical_weight = lexical_weight
         model.attach(table)
         self.layout = QueryLayout(model.settings.hidden, model.settings.max_history + 1)
         self._indexes: dict[str, TransferIndex] = {}
