@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ..errors import StoreError
-from ..settings import StoreSettings
+from ..settings import EmbeddingSettings, StoreSettings
 from .embedding_cache import EmbeddingCache
 from .embeddings import Encoder
 from .item_store import ItemStore
@@ -276,3 +276,43 @@ def sync_checked(
     mark_synced(items, encoder.name)
     on_stage("synced")
     return synced, report
+
+
+def check_data_dir(
+    data_dir: Path, store_settings: StoreSettings, embedding: EmbeddingSettings, *, repair: bool = False
+) -> IntegrityReport:
+    """The full check of a data directory (every BM25 file read), and with `repair` the rebuild of what
+    disagrees, under the write lock; the report's problems are those left after any repair."""
+    from ..paths import DataPaths
+    from .sync import LazyEncoder
+    from .write_lock import WriteLock
+
+    paths = DataPaths(data_dir)
+    if not paths.catalog_db.exists():
+        raise StoreError(f"no catalog in {paths.root}: run `scenerec ingest CATALOG --data-dir {paths.root}`")
+    started = time.perf_counter()
+    lock = WriteLock(paths.root)
+    if repair:
+        lock.acquire(timeout_s=60.0)
+    items = ItemStore(paths.catalog_db)
+    cache = EmbeddingCache(paths.embedding_cache_db)
+    try:
+        model = items.manifest().get("vector_model") or LazyEncoder(embedding).name
+        vectors, open_problem = open_vectors(store_settings, paths.chroma_dir)
+        report = check_stores(items, vectors, cache, model, paths.lexical_dir, open_problem=open_problem)
+        if repair and not report.ok:
+            repaired: list[str] = []
+            if vectors is None:
+                vectors, repaired = open_or_reset_vectors(store_settings, paths.chroma_dir)
+                report = check_stores(items, vectors, cache, model, paths.lexical_dir)
+            encoder = LazyEncoder(embedding)
+            repaired += repair_stores(report, items, vectors, cache, encoder, paths.lexical_dir)
+            mark_synced(items, encoder.name)
+            report = check_stores(items, vectors, cache, model, paths.lexical_dir)
+            report.repaired = repaired
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
+    finally:
+        cache.close()
+        items.close()
+        lock.release()
