@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,18 +15,29 @@ from ..models import Evidence, Item, Recommendation, SceneInfo, UserHistory
 from ..paths import DataPaths
 from ..settings import Settings, load_settings
 from ..stores.embedding_cache import EmbeddingCache
-from ..stores.embeddings import Encoder, make_encoder
+from ..stores.embeddings import Encoder
+from ..stores.integrity import (
+    IntegrityReport,
+    check_stores,
+    open_or_reset_vectors,
+    open_vectors,
+    repair_stores,
+    sync_checked,
+)
 from ..stores.item_store import ItemStore
 from ..stores.lexical_indexes import LexicalIndexes
 from ..stores.scene_index import SceneIndex, SceneIndexes
-from ..stores.sync import sync_all
+from ..stores.sync import LazyEncoder, rebuild_lexical
 from ..stores.vector_store import VectorStore
+from ..stores.write_lock import WriteLock
 from .batch_scoring import BatchScores, fused_candidates, lexical_query
 from .profile import mean_profile
 from .retrieval import Candidate, CandidateRetriever, reciprocal_rank_fusion
 
 if TYPE_CHECKING:
     from .transfer.scorer import TransferScorer
+
+log = logging.getLogger(__name__)
 
 
 class ItemHit(BaseModel):
@@ -49,9 +61,12 @@ class Recommender:
             )
         self.items = ItemStore(self.paths.catalog_db)
         self.cache = EmbeddingCache(self.paths.embedding_cache_db)
-        self.vectors = VectorStore(settings.stores, self.paths.chroma_dir)
-        self.lexical = LexicalIndexes(self.paths.lexical_dir)
+        self._vectors, self._open_problem = open_vectors(settings.stores, self.paths.chroma_dir)
+        self.lexical = LexicalIndexes(
+            self.paths.lexical_dir, lambda scene: rebuild_lexical(scene, self.items, self.paths.lexical_dir)
+        )
         self._encoder = encoder
+        self.last_check: IntegrityReport | None = None  # what the check on open (or refresh) found
         self._transfer: tuple[tuple[int, int], TransferScorer | None] | None = None  # (stamp, model)
         self._vector_model = self.items.manifest().get("vector_model")
         # exact in-memory vectors per scene, rebuilt when the store version changes; chroma stays the
@@ -62,9 +77,8 @@ class Recommender:
         self.retriever = CandidateRetriever(
             self.scene_indexes, self.lexical, settings.retrieval  # type: ignore[arg-type]
         )
-        if self._needs_sync():
-            sync_all(self.items, self.vectors, self.cache, self.encoder, self.paths.lexical_dir)
-            self._vector_model = self.encoder.name
+        self._stamp = self.items.stamp()
+        self._maintain()
 
     @classmethod
     def open(
@@ -88,14 +102,75 @@ class Recommender:
 
     @property
     def encoder(self) -> Encoder:
-        """The text encoder, loaded on first use (only search and re-sync need it)."""
+        """The text encoder, loaded on first encode (only search and re-encoding need the model)."""
         if self._encoder is None:
-            self._encoder = make_encoder(self.settings.embedding)
+            self._encoder = LazyEncoder(self.settings.embedding)
         return self._encoder
+
+    @property
+    def vectors(self) -> VectorStore:
+        """The chroma collections (only `search_items` queries them); StoreError when they cannot be opened."""
+        if self._vectors is None:
+            self._vectors, self._open_problem = open_vectors(self.settings.stores, self.paths.chroma_dir)
+        if self._vectors is None:
+            assert self._open_problem is not None
+            raise StoreError(f"{self._open_problem.detail} (run `scenerec check --repair`)")
+        return self._vectors
 
     def _needs_sync(self) -> bool:
         manifest = self.items.manifest()
         return manifest.get("synced_version") != manifest.get("version", "0") or self._vector_model is None
+
+    def _maintain(self) -> None:
+        """Bring the derived stores up to date and check them (counts, a sample of ids, a query probe),
+        rebuilding what disagrees with the item table; a warning says what was rebuilt.
+
+        Only with the data directory's write lock: while another process ingests or repairs, this one
+        reads the item table and the embedding cache (always consistent) and leaves chroma to it.
+        """
+        lock = WriteLock(self.paths.root)
+        if not lock.try_acquire():
+            return
+        try:
+            if self._vectors is None:
+                self._vectors, reset = open_or_reset_vectors(self.settings.stores, self.paths.chroma_dir)
+                self._open_problem = None
+                for line in reset:
+                    log.warning("%s", line)
+            if self._needs_sync():
+                _, report = sync_checked(self.items, self._vectors, self.cache, self.encoder, self.paths.lexical_dir)
+                self._vector_model = self.encoder.name
+            else:
+                report = check_stores(
+                    self.items, self._vectors, self.cache, self._vector_model or self.encoder.name,
+                    self.paths.lexical_dir, full=False,
+                )
+                if not report.ok:
+                    report.repaired = repair_stores(
+                        report, self.items, self._vectors, self.cache, self.encoder, self.paths.lexical_dir
+                    )
+            for line in report.repaired:
+                log.warning("store check: %s", line)
+            self.last_check = report
+            self._stamp = self.items.stamp()
+        finally:
+            lock.release()
+
+    def refresh(self) -> None:
+        """Notice a newer store (another process ingested or repaired): reopen chroma, re-check.
+
+        A process that has queried a chroma collection keeps answering from its in-memory index, blind
+        to vectors another process added since; the manifest stamp tells it to read the disk again.
+        """
+        stamp = self.items.stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        self._vector_model = self.items.manifest().get("vector_model")
+        if self._vectors is not None:
+            self._vectors.reopen()
+        if self._needs_sync():
+            self._maintain()
 
     # --- lookups ---
 
@@ -141,6 +216,7 @@ class Recommender:
         self, history: UserHistory, scene: str, k: int = 10, *, exclude: Collection[str] = ()
     ) -> list[Recommendation]:
         """Top-k items of `scene` for any history (an evaluation case, a chat session)."""
+        self.refresh()
         self._check_k(k)
         self.check_scene(scene)
         exclude = set(exclude) | set(history.item_ids)
@@ -209,6 +285,7 @@ class Recommender:
         Writes a parquet or CSV file (by suffix) when `out` is given; `progress` is called with the
         number of users done after each batch.
         """
+        self.refresh()
         self._check_k(k)
         self.check_scene(scene)
         result = BatchScores(scene=scene, k=k)
@@ -301,6 +378,7 @@ class Recommender:
 
     def search_items(self, text: str, scene: str | None = None, k: int = 10) -> list[ItemHit]:
         """Items whose text matches `text`, by fused dense and BM25 rank, across scenes or in one."""
+        self.refresh()
         self._check_k(k)
         scenes = [scene] if scene else self.items.scenes()
         if scene:

@@ -9,6 +9,7 @@ import click
 from ..errors import CatalogError, ScenerecError
 from .catalog_commands import ingest, items, path, scenes
 from .chat_commands import chat, sessions
+from .check_commands import check
 from .eval_commands import eval_command
 from .recommend_commands import demo, recommend, users
 from .score_commands import score
@@ -23,6 +24,7 @@ def cli() -> None:
 
 for command in (
     ingest, scenes, items, path, recommend, users, demo, eval_command, score, chat, sessions, train,
+    check,
 ):
     cli.add_command(command)
 
