@@ -176,3 +176,17 @@ def test_text_profile_feeds_retrieval_as_a_lexical_query(tiny_settings: Settings
     assert result.profile == "documentary films about astronomy and the night sky"
     assert "f7" in ids and "f7" not in plain  # "cosmos a spacetime odyssey": found through the profile
     assert len(ids) == len(set(ids)) == 3
+
+
+def test_score_batch_with_rerank_returns_what_rerank_returns(tiny_settings: Settings, encoder: object) -> None:
+    llm = tiny_settings.llm.model_copy(update={"backend": "fake", "rerank_weight": 0.5, "candidates": 6})
+    settings = tiny_settings.model_copy(update={"llm": llm})
+    with Recommender(settings, encoder=encoder) as recommender:  # type: ignore[arg-type]
+        users = ["alice", "bob", "carol"]
+        batch = recommender.score_batch(users, "films", k=3, rerank=True, backend=FakeBackend())
+        plain = recommender.score_batch(users, "films", k=3)
+        single = [rerank_for_user(recommender, u, "films", 3, FakeBackend(), llm, explain=False) for u in users]
+    assert batch.user_ids == users
+    assert batch.item_ids == [[r.item_id for r in s.recommendations] for s in single]
+    # the fake backend's scores are strong enough at w = 0.5 to change at least one list
+    assert batch.item_ids != plain.item_ids

@@ -35,6 +35,7 @@ from .profile import mean_profile
 from .retrieval import Candidate, CandidateRetriever, reciprocal_rank_fusion
 
 if TYPE_CHECKING:
+    from .llm.base import LLMBackend
     from .transfer.scorer import TransferScorer
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,10 @@ class Recommender:
     ) -> list[list[Candidate]]:
         """Fused dense + BM25 candidates for many histories at once (non-empty ones)."""
         s = self.settings.retrieval
+        transfer = self.transfer
+        if transfer is not None and transfer.covers(scene):
+            weight = s.transfer_lexical_weight
+            s = s.model_copy(update={"lexical_weight": transfer.lexical_weight if weight is None else weight})
         return fused_candidates(
             self.dense_index(scene), self.lexical.get(scene), self.user_vectors(histories, scene),
             [lexical_query(h, s) for h in histories], excludes, n, s,
@@ -279,23 +284,38 @@ class Recommender:
         out: Path | None = None,
         batch_size: int = 1024,
         progress: Callable[[int], None] | None = None,
+        rerank: bool = False,
+        backend: LLMBackend | None = None,
     ) -> BatchScores:
         """Top-k ids and scores of `scene` for many stored users: what `recommend` returns, in bulk.
 
-        Writes a parquet or CSV file (by suffix) when `out` is given; `progress` is called with the
-        number of users done after each batch.
+        With `rerank`, the LLM stage (`backend`, default: the configured one) reranks each user's top
+        `llm.candidates`; all users of a batch go to the backend together (vLLM batches them). Writes
+        a parquet or CSV file (by suffix) when `out` is given; `progress` is called with the number of
+        users done after each batch.
         """
         self.refresh()
         self._check_k(k)
         self.check_scene(scene)
+        if rerank and backend is None:
+            from .llm.registry import make_backend
+
+            backend = make_backend(self.settings.llm)
         result = BatchScores(scene=scene, k=k)
         for start in range(0, len(user_ids), batch_size):
             histories = [self.history(u) for u in user_ids[start : start + batch_size]]
             full = [h for h in histories if h.entries]
-            fused = iter(self.candidates(full, scene, k, [set(h.item_ids) for h in full]))
+            if backend is not None and rerank:
+                ranked_lists = self._reranked(full, scene, k, backend)
+            else:
+                ranked_lists = [
+                    [(c.item_id, c.score) for c in found]
+                    for found in self.candidates(full, scene, k, [set(h.item_ids) for h in full])
+                ]
+            fused = iter(ranked_lists)
             for h in histories:
                 if h.entries:
-                    ranked = [(c.item_id, c.score) for c in next(fused)]
+                    ranked = next(fused)
                 else:
                     ranked = [(r.item_id, r.score) for r in self.popular(scene, k)]
                 result.user_ids.append(h.user_id)
@@ -306,6 +326,16 @@ class Recommender:
         if out is not None:
             result.write(Path(out))
         return result
+
+    def _reranked(
+        self, histories: Sequence[UserHistory], scene: str, k: int, backend: LLMBackend
+    ) -> list[list[tuple[str, float]]]:
+        from .rerank import rerank_batch
+
+        n = max(k, self.settings.llm.candidates)
+        candidates = [self.recommend_for_history(h, scene, n) for h in histories]
+        results = rerank_batch(self, histories, scene, candidates, backend, k=k, explain=False)
+        return [[(r.item_id, r.score) for r in result.recommendations[:k]] for result in results]
 
     def with_evidence(
         self, candidates: Sequence[Candidate], history: UserHistory, scene: str

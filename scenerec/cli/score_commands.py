@@ -50,10 +50,12 @@ def read_user_file(path: Path) -> list[str]:
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
               help="Format of the part files written with --shard.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Users per batch.")
+@click.option("--rerank", is_flag=True,
+              help="Rerank each user's top llm.candidates with the configured LLM (batched where it can).")
 @common_options
 def score(
     settings: Settings, as_json: bool, scene: str, users_file: Path | None, all_users: bool, k: int,
-    out: Path, shard: str | None, fmt: str, batch_size: int,
+    out: Path, shard: str | None, fmt: str, batch_size: int, rerank: bool,
 ) -> None:
     """Write the top-K items of SCENE for many users (what `recommend` gives each) to parquet or CSV.
 
@@ -81,7 +83,7 @@ def score(
                   file=sys.stderr) as bar:
             result = recommender.score_batch(
                 mine, scene, k, out=target, batch_size=batch_size,
-                progress=lambda done: bar.update(done - bar.n),
+                progress=lambda done: bar.update(done - bar.n), rerank=rerank,
             )
     seconds = time.perf_counter() - started
     summary = {
