@@ -87,6 +87,8 @@ def cold_subset_kills(catalog: Path, work: Path, n_items: int) -> list[dict]:
     subset.mkdir(parents=True)
     lines = (catalog / "items.jsonl").read_text(encoding="utf-8").splitlines()[:n_items]
     (subset / "items.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    header = (catalog / "interactions.csv").open(encoding="utf-8").readline()
+    (subset / "interactions.csv").write_text(header, encoding="utf-8")  # items only: no histories needed
     rows = []
     for point in (KillPoint("encode 512", delay_s=0.5), KillPoint("encode 0", delay_s=1.0)):
         data_dir = seeded_dir(work / "cold", None)
