@@ -31,13 +31,13 @@ def summary(report, protocol: str = "full") -> tuple[str, dict]:
     lines = [
         f"## transfer vs the best baseline: NDCG@10, {report.split} split, protocol `{protocol}`",
         "",
-        "| setting | scene | transfer | best baseline | baseline NDCG@10 | ratio | target ×1.15 met |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | method | scene | NDCG@10 | best baseline | baseline NDCG@10 | ratio | target ×1.15 met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     numbers = {}
-    for setting in report.settings:
+    for setting, ours_name in [(s, m) for s in report.settings for m in ("transfer", "fused-transfer")]:
         try:
-            transfer = report.result("transfer", setting, protocol)
+            transfer = report.result(ours_name, setting, protocol)
         except (KeyError, StopIteration, ValueError):
             continue
         for scene in [s for s in transfer.scenes if s != "overall"] + ["overall"]:
@@ -52,11 +52,11 @@ def summary(report, protocol: str = "full") -> tuple[str, dict]:
             ratio = ours.mean / best.mean if best and best.mean > 0 else float("inf")
             met = "yes" if ratio >= TARGET_RATIO else "**no**"
             lines.append(
-                f"| {setting} | {scene} | {ours.mean:.4f} ({ours.low:.4f}–{ours.high:.4f}) | {best_name} | "
+                f"| {setting} | {ours_name} | {scene} | {ours.mean:.4f} ({ours.low:.4f}–{ours.high:.4f}) | {best_name} | "
                 f"{best.mean:.4f} ({best.low:.4f}–{best.high:.4f}) | {ratio:.2f} | {met} |"
             )
-            numbers[f"{setting}/{scene}"] = {
-                "transfer": ours.mean,
+            numbers[f"{setting}/{ours_name}/{scene}"] = {
+                ours_name: ours.mean,
                 "best_baseline": best_name,
                 "baseline": best.mean,
                 "ratio": ratio,
@@ -144,9 +144,21 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             (args.out / "training.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+        from scenerec.agent.transfer.checkpoint import checkpoint_path, read_checkpoint
+        from scenerec.agent.transfer.loading import choose_lexical_weight
+        from scenerec.agent.transfer.method import FusedTransferMethod
+
+        checkpoint = checkpoint_path(rec.paths.root)
+        chosen = read_checkpoint(checkpoint).get("metrics", {}).get("transfer_lexical_weight")
+        if chosen is None:  # a checkpoint from before `train` chose it: choose it the same way now
+            chosen, tried = choose_lexical_weight(rec, checkpoint)
+            run["lexical_weight_valid_ndcg10"] = tried
+        run["transfer_lexical_weight"] = chosen
+        print(f"BM25 weight in the fusion (chosen on valid): {chosen}", file=sys.stderr)
         started = time.perf_counter()
         report = evaluate(
-            rec, [*BASELINES, "transfer"], split="test", n_bootstrap=args.bootstrap, progress=True
+            rec, [*BASELINES, "transfer", FusedTransferMethod(lexical_weight=chosen)], split="test",
+            n_bootstrap=args.bootstrap, progress=True,
         )
         run["evaluate_seconds"] = round(time.perf_counter() - started, 1)
     write_report(report, args.out, title="scenerec evaluation: transfer vs baselines")
