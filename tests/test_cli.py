@@ -55,3 +55,17 @@ def test_errors_are_one_line_without_traceback(tiny_settings, tmp_path):
     assert failed.returncode == 2
     assert "items.jsonl, line 1, field 'title'" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_demo_shows_explained_cross_scene_picks_for_a_thin_scene(demo_settings, tmp_path):
+    """What `make demo` prints without a terminal: a demo user, their thin scene, evidence from elsewhere."""
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(demo_settings.data_dir, data_dir)  # ingested once per session; demo reuses it
+    out = run("demo", "--json", data_dir=data_dir)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    recs = TypeAdapter(list[Recommendation]).validate_python(shown["recommendations"])
+    assert len(recs) == 5 and all(r.scene == shown["scene"] for r in recs)
+    assert any(e.scene != shown["scene"] for r in recs for e in r.evidence), "no cross-scene evidence"
