@@ -11,6 +11,7 @@ given by --demo-data, or ingested here); the kills use --catalog.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import random
@@ -87,8 +88,12 @@ def cold_subset_kills(catalog: Path, work: Path, n_items: int) -> list[dict]:
     subset.mkdir(parents=True)
     lines = (catalog / "items.jsonl").read_text(encoding="utf-8").splitlines()[:n_items]
     (subset / "items.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    header = (catalog / "interactions.csv").open(encoding="utf-8").readline()
-    (subset / "interactions.csv").write_text(header, encoding="utf-8")  # items only: no histories needed
+    kept = {json.loads(line)["item_id"] for line in lines}
+    with (catalog / "interactions.csv").open(encoding="utf-8", newline="") as source:
+        rows_in = list(csv.reader(source))
+    with (subset / "interactions.csv").open("w", encoding="utf-8", newline="") as out:
+        column = rows_in[0].index("item_id")
+        csv.writer(out).writerows([rows_in[0], *(r for r in rows_in[1:] if r[column] in kept)])
     rows = []
     for point in (KillPoint("encode 512", delay_s=0.5), KillPoint("encode 0", delay_s=1.0)):
         data_dir = seeded_dir(work / "cold", None)
@@ -139,8 +144,10 @@ def damage_cases(demo_data: Path, work: Path) -> list[dict]:
     from scenerec.stores.integrity import check_data_dir
 
     rows = []
-    for name, (damage, _) in cases.DAMAGE.items():
-        data_dir = work / "damage"
+    for n, (name, (damage, _)) in enumerate(cases.DAMAGE.items()):
+        # one directory per case: chroma caches a client per path per process, so a directory deleted
+        # and copied again under the same path in this process would meet the previous case's client
+        data_dir = work / f"damage-{n}"
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.copytree(demo_data, data_dir, ignore=shutil.ignore_patterns(".write.lock"))
         damage(DataPaths(data_dir))

@@ -166,6 +166,6 @@ class BM25Index:
                     (npz["data"], npz["indices"], npz["indptr"]), shape=tuple(int(n) for n in npz["shape"])
                 )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise StoreError(f"cannot read BM25 index {path}: {exc} (run `scenerec ingest` again)") from exc
+            raise StoreError(f"cannot read BM25 index {path}: {exc}") from exc
         return cls(header["ids"], header["vocabulary"], weights)
 
