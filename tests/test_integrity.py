@@ -10,21 +10,21 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from scenerec.agent.recommender import Recommender
-from scenerec.cli import cli
 from scenerec.paths import DataPaths
 from scenerec.settings import EmbeddingSettings, Settings, StoreSettings, load_settings
-from scenerec.stores.embeddings import Encoder
 from scenerec.stores.integrity import check_data_dir
 
 SCENE = "office"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def vector_segment(chroma_dir: Path, scene: str) -> Path:
@@ -107,39 +107,63 @@ def full_answers(rec: Recommender) -> None:
     assert len(rows[0]) == 5 and rows[0][0][1] > 0.99
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", list(DAMAGE))
-def test_damage_is_found_and_repaired_on_open(
-    case: str, damaged_copy: Callable[[str], Settings], encoder: Encoder
-) -> None:
-    settings = damaged_copy(case)
-    store = DAMAGE[case][1]
+def found_and_repaired(data_dir: str) -> None:
+    """Run in a fresh process: check, open (which repairs), use, check again; print what was seen."""
+    settings = load_settings(data_dir=Path(data_dir))
     found = check_data_dir(settings.data_dir, StoreSettings(), EmbeddingSettings())
-    assert not found.ok
-    assert {p.store for p in found.problems} == {store}
-    assert all(p.scene in (SCENE, None) for p in found.problems)
-
-    with Recommender(settings, encoder=encoder) as rec:
+    with Recommender(settings) as rec:
         full_answers(rec)
     after = check_data_dir(settings.data_dir, StoreSettings(), EmbeddingSettings())
-    assert after.ok, after.problems
+    print(json.dumps({
+        "found_ok": found.ok, "stores": sorted({p.store for p in found.problems}),
+        "scenes": sorted({str(p.scene) for p in found.problems}), "after_ok": after.ok,
+        "after": [str(p) for p in after.problems],
+    }))
+
+
+def in_fresh_process(code: str) -> subprocess.CompletedProcess[str]:
+    # chromadb's native code once crashed the whole test process (SIGSEGV in count()) on a damaged
+    # store after many other tests had opened clients in it; a process per case keeps a crash one
+    # failed test, and matches how a user meets a damaged store: a new command
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False
+    )
 
 
 @pytest.mark.slow
-def test_check_command_reports_then_repairs(damaged_copy: Callable[[str], Settings], encoder: Encoder) -> None:
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damage_is_found_and_repaired_on_open(case: str, damaged_copy: Callable[[str], Settings]) -> None:
+    settings = damaged_copy(case)
+    run = in_fresh_process(
+        f"from tests.test_integrity import found_and_repaired; found_and_repaired({str(settings.data_dir)!r})"
+    )
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not seen["found_ok"]
+    assert seen["stores"] == [DAMAGE[case][1]]
+    assert set(seen["scenes"]) <= {SCENE, "None"}
+    assert seen["after_ok"], seen["after"]
+
+
+@pytest.mark.slow
+def test_check_command_reports_then_repairs(damaged_copy: Callable[[str], Settings]) -> None:
     settings = damaged_copy("deleted HNSW folder")
-    runner = CliRunner()
-    args = ["check", "--data-dir", str(settings.data_dir)]
-    first = runner.invoke(cli, args)
-    assert first.exit_code == 1
-    assert "problem: chroma office:" in first.output  # a short list, or an item not finding itself
-    repaired = runner.invoke(cli, [*args, "--repair"])
-    assert repaired.exit_code == 0, repaired.output
-    assert "repaired: chroma collection of scene 'office' rebuilt" in repaired.output
-    assert runner.invoke(cli, args).exit_code == 0
-    with Recommender(settings, encoder=encoder) as rec:
-        assert rec.last_check is not None and rec.last_check.ok
-        full_answers(rec)
+    check = (
+        "import sys; from scenerec.cli import main; "
+        f"sys.argv = ['scenerec', 'check', '--data-dir', {str(settings.data_dir)!r}"
+    )
+    first = in_fresh_process(check + "]; main()")
+    assert first.returncode == 1, first.stderr
+    assert "problem: chroma office:" in first.stdout + first.stderr  # short list, or an item missing itself
+    repaired = in_fresh_process(check + ", '--repair']; main()")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "repaired: chroma collection of scene 'office' rebuilt" in repaired.stdout + repaired.stderr
+    assert in_fresh_process(check + "]; main()").returncode == 0
+    run = in_fresh_process(
+        f"from tests.test_integrity import found_and_repaired; found_and_repaired({str(settings.data_dir)!r})"
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1])["found_ok"]
 
 
 def test_an_undamaged_store_passes_the_check(demo_settings: Settings) -> None:
