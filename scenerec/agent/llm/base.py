@@ -139,3 +139,22 @@ __all__ = [
     "UnknownBackendError",
     "missing_package",
 ]
+
+
+class BatchingBackend(LLMBackend):
+    """A backend whose unit of work is a batch (vLLM, the embedded model): one chat is a batch of one."""
+
+    def chat(
+        self, messages: Conversation, *, schema: JSONSchema | None = None, max_tokens: int | None = None
+    ) -> str:
+        return self.generate_batch([messages], schemas=[schema], max_tokens=max_tokens)[0]
+
+    @abstractmethod
+    def generate_batch(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        schemas: Sequence[JSONSchema | None] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[str]:
+        """Answers to many conversations, in order, decoded together."""

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from ...settings import LLMSettings
 from .base import (
+    BatchingBackend,
     Conversation,
     JSONSchema,
     LLMBackend,
@@ -29,7 +30,7 @@ from .constrained import GrammarName, make_engine
 from .model_files import hf_folder, resolve_model
 
 
-class TransformersBackend(LLMBackend):
+class TransformersBackend(BatchingBackend):
     """A local model folder or GGUF file (default: the embedded SmolLM2-135M-Instruct) on CPU or CUDA."""
 
     name = "transformers"
@@ -111,11 +112,6 @@ class TransformersBackend(LLMBackend):
         self._prefix = None
 
     # --- the interface ---
-
-    def chat(
-        self, messages: Conversation, *, schema: JSONSchema | None = None, max_tokens: int | None = None
-    ) -> str:
-        return self.generate_batch([messages], schemas=[schema], max_tokens=max_tokens)[0]
 
     def generate_batch(
         self,

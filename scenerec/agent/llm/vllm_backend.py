@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ...settings import LLMSettings
 from .base import (
+    BatchingBackend,
     Conversation,
     JSONSchema,
     LLMBackend,
@@ -30,7 +31,7 @@ from .base import (
 from .model_files import hf_folder, resolve_model
 
 
-class VLLMBackend(LLMBackend):
+class VLLMBackend(BatchingBackend):
     """A local model folder or GGUF file served by an in-process vLLM engine."""
 
     name = "vllm"
@@ -99,11 +100,6 @@ class VLLMBackend(LLMBackend):
             max_tokens=max_tokens or self.settings.max_tokens,
             structured_outputs=self._structured(json=schema) if schema is not None else None,
         )
-
-    def chat(
-        self, messages: Conversation, *, schema: JSONSchema | None = None, max_tokens: int | None = None
-    ) -> str:
-        return self.generate_batch([messages], schemas=[schema], max_tokens=max_tokens)[0]
 
     def generate_batch(
         self,
