@@ -91,18 +91,16 @@ class FusedTransferMethod(FusedMethod):
     def dense_lists(
         self, histories: Sequence[Sequence[str]], scene: str, n: int, excludes: Sequence[set[str]]
     ) -> list[list[str]]:
+        """The model's top-n through the index and `dense_lists` that `Recommender.candidates` uses."""
+        from ..batch_scoring import dense_lists
+
+        scorer = self._transfer.scorer
+        assert scorer is not None
         rows = [r for r, h in enumerate(histories) if h]
-        out: list[list[str]] = [[] for _ in histories]
-        if not rows:
-            return out
-        scores = self._transfer.score([histories[r] for r in rows], scene)
-        ids, columns = self.data.scene_item_ids[scene], self.data.scene_column[scene]
-        for row, r in enumerate(rows):
-            scores[row, [columns[i] for i in excludes[r] if i in columns]] = -np.inf
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-        for row, r in enumerate(rows):
-            out[r] = [ids[c] for c in top[row] if np.isfinite(scores[row, c])]
-        return out
+        queries: list[np.ndarray | None] = [None] * len(histories)
+        for r, query in zip(rows, scorer.queries([histories[r] for r in rows], scene)):
+            queries[r] = query
+        return dense_lists(scorer.index(scene), queries, n, excludes)
 
 
 def _valid_cases(data: EvalData) -> list:
