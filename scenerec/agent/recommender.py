@@ -333,7 +333,8 @@ class Recommender:
         from .rerank import rerank_batch
 
         n = max(k, self.settings.llm.candidates)
-        candidates = [self.recommend_for_history(h, scene, n) for h in histories]
+        found = self.candidates(histories, scene, n, [set(h.item_ids) for h in histories])
+        candidates = [self.with_evidence(c, h, scene) for c, h in zip(found, histories)]
         results = rerank_batch(self, histories, scene, candidates, backend, k=k, explain=False)
         return [[(r.item_id, r.score) for r in result.recommendations[:k]] for result in results]
 
