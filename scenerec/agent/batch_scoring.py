@@ -33,7 +33,12 @@ class _Lexical(Protocol):
 
 def lexical_query(history: UserHistory, settings: RetrievalSettings) -> str:
     """The BM25 query of a history: its most recent titles."""
-    return " ".join(e.title for e in history.entries[-settings.lexical_history_items :])
+    return recent_titles_query([e.title for e in history.entries], settings.lexical_history_items)
+
+
+def recent_titles_query(titles: Sequence[str], n: int) -> str:
+    """The last n titles (oldest first) as one BM25 query."""
+    return " ".join(titles[-n:]) if n > 0 else ""
 
 
 def dense_lists(

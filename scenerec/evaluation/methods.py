@@ -290,8 +290,11 @@ class BM25Method(_DataMethod):
         return self._index[scene]
 
     def query(self, history: Sequence[str]) -> str:
+        from ..agent.batch_scoring import recent_titles_query
+
+        assert self.history_items is not None
         titles = [self.data.item_title[i] for i in history if i in self.data.item_title]
-        return " ".join(titles[-self.history_items :]) if titles else ""
+        return recent_titles_query(titles, self.history_items)
 
     def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
         out = np.zeros((len(histories), self._n(scene)))
