@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_CATALOG = HERE.parent.parent / "shared" / "data" / "amazon-arts-office"
+from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
 DEFAULT_METHODS = "popularity,cooccurrence,bm25,dense,fused,transfer"
 
 
@@ -45,31 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from scenerec.agent.recommender import Recommender
     from scenerec.evaluation.harness import evaluate
     from scenerec.evaluation.report import write_report
-    from scenerec.paths import DataPaths
     from scenerec.settings import load_settings
-    from scenerec.stores.ingest import ingest_catalog
 
     started = time.perf_counter()
-    ingest_seconds = None
-    if args.data_dir is not None:
-        data_dir = args.data_dir
-        if not DataPaths(data_dir).catalog_db.exists():
-            print(f"no ingested catalog in {data_dir}", file=sys.stderr)
-            return 2
-    else:
-        if not args.catalog.is_dir():
-            print(
-                f"the benchmark catalog {args.catalog} is absent "
-                "(../shared/data is not part of the project); pass --data-dir or --catalog",
-                file=sys.stderr,
-            )
-            return 2
-        data_dir = HERE / "out" / f"{args.catalog.name}-data"
-        if not DataPaths(data_dir).catalog_db.exists():
-            print(f"ingesting {args.catalog} into {data_dir} (once) …", file=sys.stderr)
-            t = time.perf_counter()
-            ingest_catalog(args.catalog, load_settings(data_dir=data_dir))
-            ingest_seconds = round(time.perf_counter() - t, 1)
+    data_dir, ingest_seconds = bench_data_dir(args.data_dir, args.catalog)
+    if data_dir is None:
+        return 2
 
     settings = load_settings(data_dir=data_dir)
     with Recommender.open(settings=settings) as rec:

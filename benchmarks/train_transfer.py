@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_CATALOG = HERE.parent.parent / "shared" / "data" / "amazon-arts-office"
+from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
 BASELINES = ("popularity", "cooccurrence", "bm25", "dense", "fused")
 TARGET_RATIO = 1.15
 
@@ -89,27 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     from scenerec.agent.transfer.loading import train_and_save
     from scenerec.evaluation.harness import evaluate
     from scenerec.evaluation.report import write_report
-    from scenerec.paths import DataPaths
     from scenerec.settings import load_settings
-    from scenerec.stores.ingest import ingest_catalog
 
-    if args.data_dir is not None:
-        data_dir = args.data_dir
-        if not DataPaths(data_dir).catalog_db.exists():
-            print(f"no ingested catalog in {data_dir}", file=sys.stderr)
-            return 2
-    else:
-        if not args.catalog.is_dir():
-            print(
-                f"the benchmark catalog {args.catalog} is absent (../shared/data is not part of the project); "
-                "pass --data-dir or --catalog",
-                file=sys.stderr,
-            )
-            return 2
-        data_dir = HERE / "out" / f"{args.catalog.name}-data"
-        if not DataPaths(data_dir).catalog_db.exists():
-            print(f"ingesting {args.catalog} into {data_dir} (once) …", file=sys.stderr)
-            ingest_catalog(args.catalog, load_settings(data_dir=data_dir))
+    data_dir, _ = bench_data_dir(args.data_dir, args.catalog)
+    if data_dir is None:
+        return 2
 
     settings = load_settings(data_dir=data_dir)
     overrides = {"max_minutes": args.max_minutes, "max_epochs": args.epochs}
