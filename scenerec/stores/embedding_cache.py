@@ -51,10 +51,6 @@ class EmbeddingCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc}") from exc
         self._conn: sqlite3.Connection | None = connect(self.path)
         self._lock = threading.Lock()
         try:

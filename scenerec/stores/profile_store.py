@@ -50,7 +50,6 @@ class ProfileStore:
     """Transferred text profiles keyed by subject, scene and model, valid for one inputs hash."""
 
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(path)
         self.conn = connect(self.path)
         migrate(self.conn, MIGRATIONS)

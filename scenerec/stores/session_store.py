@@ -122,10 +122,6 @@ class SessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
         self._conn = connect(self.path)
         migrate(self._conn, MIGRATIONS)
 

@@ -24,7 +24,12 @@ def is_locked(exc: sqlite3.OperationalError) -> bool:
 
 
 def connect(path: Path, *, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
-    """A connection in WAL mode that waits for locks instead of failing at once."""
+    """A connection in WAL mode that waits for locks instead of failing at once; the database's folder
+    is created when missing."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {Path(path).parent}: {exc.strerror or exc}") from exc
     try:
         conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
