@@ -163,16 +163,9 @@ def _interaction(
         )
     except ValidationError as exc:
         raise validation_error(path, number, exc) from None
-    item_scene = item_scenes.get(interaction.item_id)
-    if item_scene is None:
-        raise CatalogError(path, number, "item_id", f"unknown item '{shown(interaction.item_id)}'")
-    if item_scene != interaction.scene:
-        raise CatalogError(
-            path,
-            number,
-            "scene",
-            f"item '{shown(interaction.item_id)}' is in scene '{shown(item_scene)}', not '{shown(interaction.scene)}'",
-        )
+    _check_item_scene(
+        path, number, item_scenes, interaction.item_id, interaction.scene, ("item_id", "scene")
+    )
     key = (interaction.user_id, interaction.position)
     if key in first_line:
         raise CatalogError(
@@ -210,16 +203,9 @@ def _read_cases(
                 "case_id",
                 f"duplicate case id '{shown(case.case_id)}' (first on line {first_line[case.case_id]})",
             )
-        target_scene = item_scenes.get(case.target_item)
-        if target_scene is None:
-            raise CatalogError(path, number, "target_item", f"unknown item '{shown(case.target_item)}'")
-        if target_scene != case.target_scene:
-            raise CatalogError(
-                path,
-                number,
-                "target_item",
-                f"item '{shown(case.target_item)}' is in scene '{shown(target_scene)}', not '{shown(case.target_scene)}'",
-            )
+        _check_item_scene(
+            path, number, item_scenes, case.target_item, case.target_scene, ("target_item", "target_item")
+        )
         for index, item_id in enumerate(case.history):
             if item_id not in item_scenes:
                 raise CatalogError(
@@ -243,6 +229,23 @@ def _check_scene(path: Path, number: int, field: str, scene: str, scenes: set[st
     if scene not in scenes:
         known = ", ".join(sorted(scenes)) or "none"
         raise CatalogError(path, number, field, f"unknown scene '{shown(scene)}' (known scenes: {known})")
+
+
+def _check_item_scene(
+    path: Path,
+    number: int,
+    item_scenes: Mapping[str, str],
+    item_id: str,
+    scene: str,
+    fields: tuple[str, str],
+) -> None:
+    """The item exists and belongs to `scene`; `fields` name the field blamed for each failure."""
+    item_scene = item_scenes.get(item_id)
+    if item_scene is None:
+        raise CatalogError(path, number, fields[0], f"unknown item '{shown(item_id)}'")
+    if item_scene != scene:
+        problem = f"item '{shown(item_id)}' is in scene '{shown(item_scene)}', not '{shown(scene)}'"
+        raise CatalogError(path, number, fields[1], problem)
 
 
 def _require_keys(path: Path, number: int, record: Mapping[str, Any], keys: tuple[str, ...]) -> None:
