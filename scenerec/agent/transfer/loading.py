@@ -16,6 +16,7 @@ from ...settings import TransferSettings
 from ...stores.scene_index import load_scene_vectors
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import ItemTable
+from .model import TransferModel
 from .scorer import TransferScorer, lexical_weight_of
 from .train import pick_device, train_transfer
 
@@ -138,14 +139,13 @@ def train_and_save(
         "train_users": len(histories),
         "valid_cases": len(valid),
     }
+    if valid:  # chosen before the one save, so no checkpoint ever exists without its weight
+        chosen, tried = choose_lexical_weight(rec, result.model)
+        metrics["transfer_lexical_weight"] = chosen
+        metrics["lexical_weight_valid_ndcg10"] = tried
     path = save_checkpoint(
         checkpoint_path(rec.paths.root), result.model, embedding_model=vector_model(rec), metrics=metrics
     )
-    if valid:
-        chosen, tried = choose_lexical_weight(rec, path)
-        metrics["transfer_lexical_weight"] = chosen
-        metrics["lexical_weight_valid_ndcg10"] = tried
-        path = save_checkpoint(path, result.model, embedding_model=vector_model(rec), metrics=metrics)
     return TrainingReport(
         checkpoint=str(path),
         device=str(pick_device(settings.device)),
@@ -165,15 +165,19 @@ def train_and_save(
 LEXICAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
-def choose_lexical_weight(rec: Recommender, checkpoint: Path) -> tuple[float, dict[str, float]]:
-    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the model ranks the valid cases best:
-    NDCG@10 over every item of the target scene, averaged over the mixed and cold settings."""
+def choose_lexical_weight(rec: Recommender, model: TransferModel | Path) -> tuple[float, dict[str, float]]:
+    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the model (in memory, or a checkpoint
+    file) ranks the valid cases best: NDCG@10 over every item of the target scene, averaged over the
+    mixed and cold settings."""
     from ...evaluation.harness import evaluate
     from ...evaluation.methods import EvalData
     from .method import FusedTransferMethod
 
     data = EvalData.from_recommender(rec, split="valid")
-    method = FusedTransferMethod(checkpoint)
+    if isinstance(model, Path):
+        method = FusedTransferMethod(model)
+    else:
+        method = FusedTransferMethod(model=model)
     method.fit(data)
     tried: dict[str, float] = {}
     for weight in LEXICAL_WEIGHTS:

@@ -12,6 +12,7 @@ from ...evaluation.methods import EvalData, FusedMethod, MethodUnavailableError,
 from ...settings import TransferSettings
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from .data import ItemTable
+from .model import TransferModel
 from .scorer import TransferScorer, lexical_weight_of
 from .train import pick_device, train_transfer
 
@@ -31,8 +32,16 @@ class TransferMethod(RankingMethod):
 
     name: ClassVar[str] = "transfer"
 
-    def __init__(self, checkpoint: Path | None = None, *, train_if_missing: bool = False) -> None:
+    def __init__(
+        self,
+        checkpoint: Path | None = None,
+        *,
+        model: TransferModel | None = None,
+        train_if_missing: bool = False,
+    ) -> None:
+        """`model`: a model in memory (e.g. one just trained) instead of a checkpoint file."""
         self.checkpoint = checkpoint
+        self.model = model
         self.train_if_missing = train_if_missing
         self.scorer: TransferScorer | None = None
 
@@ -40,7 +49,9 @@ class TransferMethod(RankingMethod):
         table = table_from_eval_data(data)
         settings = data.settings.transfer if data.settings is not None else TransferSettings()
         path = self.checkpoint or (checkpoint_path(data.data_dir) if data.data_dir is not None else None)
-        if path is not None and Path(path).exists():
+        if self.model is not None:
+            model, meta = self.model, {}
+        elif path is not None and Path(path).exists():
             embedding = data.settings.embedding.model if data.settings is not None else None
             try:
                 model, meta = load_checkpoint(
@@ -67,15 +78,22 @@ class FusedTransferMethod(FusedMethod):
 
     name: ClassVar[str] = "fused-transfer"
 
-    def __init__(self, checkpoint: Path | None = None, lexical_weight: float | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: Path | None = None,
+        lexical_weight: float | None = None,
+        *,
+        model: TransferModel | None = None,
+    ) -> None:
         self.checkpoint = checkpoint
+        self.model = model
         self.weight = lexical_weight  # None: the settings', else the checkpoint's, else the default
 
     def fit(self, data: EvalData) -> None:
         if getattr(self, "data", None) is data:
             return  # fitted on this data already: only the weight changed (see choose_lexical_weight)
         super().fit(data)
-        self._transfer = TransferMethod(self.checkpoint)
+        self._transfer = TransferMethod(self.checkpoint, model=self.model)
         self._transfer.fit(data)
 
     @property
