@@ -128,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             (args.out / "training.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
         from scenerec.agent.transfer.checkpoint import checkpoint_path, read_checkpoint
-        from scenerec.agent.transfer.loading import choose_lexical_weight
+        from scenerec.agent.transfer.loading import choose_lexical_weight, load_scorer
         from scenerec.agent.transfer.method import FusedTransferMethod
 
         checkpoint = checkpoint_path(rec.paths.root)
         chosen = read_checkpoint(checkpoint).get("metrics", {}).get("transfer_lexical_weight")
         if chosen is None:  # a checkpoint from before `train` chose it: choose it the same way now
-            chosen, tried = choose_lexical_weight(rec, checkpoint)
+            chosen, tried = choose_lexical_weight(rec, load_scorer(rec).model)
             run["lexical_weight_valid_ndcg10"] = tried
         run["transfer_lexical_weight"] = chosen
         print(f"BM25 weight in the fusion (chosen on valid): {chosen}", file=sys.stderr)

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
 from machine import machine
 
@@ -25,14 +24,16 @@ from machine import machine
 def popularity(rec, split: str, cases) -> dict[str, float]:
     """The harness's popularity baseline (counts over the users without a case in `split`)."""
     from scenerec.agent.transfer.train import ndcg_at_10, target_ranks
-    from scenerec.evaluation.methods import EvalData
+    from scenerec.evaluation.methods import EvalData, PopularityMethod
 
     data = EvalData.from_recommender(rec, split=split)
+    method = PopularityMethod()
+    method.fit(data)
     out = {}
     for scene in data.scenes:
         scene_cases = [c for c in cases if c.target_scene == scene]
-        counts = np.tile(data.scene_popularity[scene], (len(scene_cases), 1))
-        value = ndcg_at_10(target_ranks(counts, data.scene_column[scene], scene_cases))
+        scores = method.score([c.history for c in scene_cases], scene)
+        value = ndcg_at_10(target_ranks(scores, data.scene_column[scene], scene_cases))
         for setting in ("mixed", "cold"):  # popularity ignores the history: the same in both settings
             out[f"ndcg10_{setting}_{scene}"] = value
     return out

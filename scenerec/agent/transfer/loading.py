@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,19 +164,15 @@ def train_and_save(
 LEXICAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
-def choose_lexical_weight(rec: Recommender, model: TransferModel | Path) -> tuple[float, dict[str, float]]:
-    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the model (in memory, or a checkpoint
-    file) ranks the valid cases best: NDCG@10 over every item of the target scene, averaged over the
-    mixed and cold settings."""
+def choose_lexical_weight(rec: Recommender, model: TransferModel) -> tuple[float, dict[str, float]]:
+    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the model ranks the valid cases best:
+    NDCG@10 over every item of the target scene, averaged over the mixed and cold settings."""
     from ...evaluation.harness import evaluate
     from ...evaluation.methods import EvalData
     from .method import FusedTransferMethod
 
     data = EvalData.from_recommender(rec, split="valid")
-    if isinstance(model, Path):
-        method = FusedTransferMethod(model)
-    else:
-        method = FusedTransferMethod(model=model)
+    method = FusedTransferMethod(model=model)
     method.fit(data)
     tried: dict[str, float] = {}
     for weight in LEXICAL_WEIGHTS:
