@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
+
 BASELINES = ("popularity", "cooccurrence", "bm25", "dense", "fused")
 TARGET_RATIO = 1.15
 
@@ -30,7 +31,10 @@ def summary(report, protocol: str = "full") -> tuple[str, dict]:
     lines = [
         f"## transfer vs the best baseline: NDCG@10, {report.split} split, protocol `{protocol}`",
         "",
-        "| setting | method | scene | NDCG@10 | best baseline | baseline NDCG@10 | ratio | target ×1.15 met |",
+        (
+            "| setting | method | scene | NDCG@10 | best baseline | baseline NDCG@10 | ratio (paired 95% CI) "
+            "| target ×1.15 met |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     numbers = {}
@@ -48,17 +52,20 @@ def summary(report, protocol: str = "full") -> tuple[str, dict]:
                 value = report.result(name, setting, protocol).scenes[scene].metrics["ndcg@10"]
                 if best is None or value.mean > best.mean:
                     best_name, best = name, value
-            ratio = ours.mean / best.mean if best and best.mean > 0 else float("inf")
-            met = "yes" if ratio >= TARGET_RATIO else "**no**"
+            paired = report.compare(ours_name, best_name, setting, protocol, scene)
+            met = "yes" if paired.ratio >= TARGET_RATIO else "**no**"
             lines.append(
                 f"| {setting} | {ours_name} | {scene} | {ours.mean:.4f} ({ours.low:.4f}–{ours.high:.4f}) | {best_name} | "
-                f"{best.mean:.4f} ({best.low:.4f}–{best.high:.4f}) | {ratio:.2f} | {met} |"
+                f"{best.mean:.4f} ({best.low:.4f}–{best.high:.4f}) | {paired.ratio:.2f} ({paired.low:.2f}–"
+                f"{paired.high:.2f}) | {met} |"
             )
             numbers[f"{setting}/{ours_name}/{scene}"] = {
                 ours_name: ours.mean,
                 "best_baseline": best_name,
                 "baseline": best.mean,
-                "ratio": ratio,
+                "ratio": paired.ratio,
+                "ratio_low": paired.low,
+                "ratio_high": paired.high,
             }
     return "\n".join(lines) + "\n", numbers
 

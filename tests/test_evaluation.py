@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from scenerec.errors import ScenerecError
 from scenerec.evaluation.harness import EvalReport, evaluate, prepare_cases
 from scenerec.evaluation.methods import (
     BASELINES,
@@ -292,6 +293,40 @@ def test_report_files_parse_and_the_plot_is_a_png(data, tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(paths["png"]).ndim == 3
+
+
+def test_compare_pairs_two_methods_on_the_same_cases(data):
+    report = evaluate(data, [PopularityMethod(), DenseMethod(), CooccurrenceMethod()], n_bootstrap=200)
+    for scene in ("arts", "office", "overall"):
+        cooc = report.result("cooccurrence", "cold", "full").scenes[scene].metrics["ndcg@10"].mean
+        dense = report.result("dense", "cold", "full").scenes[scene].metrics["ndcg@10"].mean
+        comparison = report.compare("cooccurrence", "dense", "cold", "full", scene)
+        assert comparison.ratio == pytest.approx(cooc / dense, rel=1e-3)  # the report's means are rounded
+        assert comparison.low < comparison.ratio < comparison.high
+        assert comparison.n_cases == report.result("dense", "cold", "full").scenes[scene].n_cases
+    itself = report.compare("cooccurrence", "cooccurrence", "mixed", "sampled", "overall", "mrr")
+    assert (itself.low, itself.ratio, itself.high) == pytest.approx((1.0, 1.0, 1.0))
+    with pytest.raises(ScenerecError, match="unknown metric"):
+        report.compare("dense", "popularity", "cold", "full", "arts", "ndcg@3")
+    read_back = EvalReport.model_validate_json(report.model_dump_json())
+    with pytest.raises(ScenerecError, match="per-case values"):
+        read_back.compare("dense", "popularity", "cold", "full", "arts")
+
+
+def test_report_pairs_every_other_method_with_the_best_baseline(data, tmp_path):
+    report = evaluate(data, [PopularityMethod(), DenseMethod(), Constant()], n_bootstrap=50, protocols=("full",))
+    cells = {(c.setting, c.scene): c for c in report.comparisons}
+    assert set(cells) == {(s, scene) for s in ("mixed", "cold") for scene in ("arts", "office", "overall")}
+    for (setting, scene), c in cells.items():
+        assert c.method == "constant" and c.protocol == "full"
+        means = {m: report.result(m, setting, "full").scenes[scene].metrics["ndcg@10"].mean
+                 for m in ("popularity", "dense")}
+        assert c.baseline == max(means, key=means.get)
+    md = write_report(report, tmp_path)["markdown"].read_text()
+    assert "## Against the best baseline (NDCG@10)" in md
+    assert "| cold | full | overall | constant | dense |" in md
+    written = report.model_dump_json()
+    assert EvalReport.model_validate_json(written).model_dump_json() == written
 
 
 # --- end to end on the demo store (slow: real encoder, chroma, BM25) ---

@@ -13,6 +13,7 @@ from scenerec.evaluation.metrics import (
     hit_rate,
     mean_rank,
     ndcg,
+    paired_ratio_ci,
     reciprocal_rank,
     target_positions,
     top_k_columns,
@@ -148,6 +149,40 @@ def test_cluster_bootstrap_is_wider_for_duplicated_cases():
 
 def test_bootstrap_of_nothing_is_nan():
     assert all(math.isnan(v) for v in bootstrap_ci(np.zeros(0)))
+
+
+def test_paired_ratio_is_the_ratio_of_means_and_exact_for_a_constant_factor():
+    rng = np.random.default_rng(1)
+    baseline = rng.random(200) * (rng.random(200) < 0.3)
+    ratio, low, high = paired_ratio_ci(2 * baseline, baseline, n_bootstrap=300, seed=0)
+    assert (ratio, low, high) == pytest.approx((2.0, 2.0, 2.0))  # every resample keeps the factor
+    other = rng.random(200) * (rng.random(200) < 0.3)
+    ratio, low, high = paired_ratio_ci(other, baseline, n_bootstrap=300, seed=0)
+    assert ratio == pytest.approx(other.mean() / baseline.mean())
+    assert low < ratio < high
+
+
+def test_paired_interval_is_narrower_than_the_separate_intervals_suggest():
+    # a method that is the baseline plus a little on the same cases: the pairing removes the case-to-case
+    # spread both share, so the ratio's interval excludes 1 although the two separate intervals overlap
+    rng = np.random.default_rng(2)
+    users = np.repeat(np.arange(400), 2)
+    baseline = rng.random(800) * (rng.random(800) < 0.2)
+    better = baseline * 1.1
+    _, _, b_high = bootstrap_ci(baseline, users, n_bootstrap=500, seed=0)
+    _, m_low, _ = bootstrap_ci(better, users, n_bootstrap=500, seed=0)
+    assert m_low < b_high  # the separate intervals overlap
+    ratio, low, _ = paired_ratio_ci(better, baseline, users, n_bootstrap=500, seed=0)
+    assert low > 1.0 and ratio == pytest.approx(1.1)
+
+
+def test_paired_ratio_handles_a_zero_baseline_and_mismatched_inputs():
+    ratio, _, high = paired_ratio_ci(np.array([0.5, 0.0]), np.zeros(2), n_bootstrap=50)
+    assert math.isinf(ratio) and math.isinf(high)
+    assert all(math.isnan(v) for v in paired_ratio_ci(np.zeros(4), np.zeros(4), n_bootstrap=50))
+    assert all(math.isnan(v) for v in paired_ratio_ci(np.zeros(0), np.zeros(0)))
+    with pytest.raises(ValueError, match="shape"):
+        paired_ratio_ci(np.zeros(3), np.zeros(2))
 
 
 def test_top_k_columns_orders_by_score_then_column_and_drops_excluded():

@@ -1,10 +1,10 @@
 """Evaluation: metrics on arrays, the harness (`evaluate`), the methods it ranks with, and report files."""
 
-from .harness import EvalReport, evaluate
+from .harness import Comparison, EvalReport, evaluate
 from .methods import BASELINES, METHODS, EvalData, MethodUnavailableError, RankingMethod, make_method
 from .report import write_report
 
 __all__ = [
-    "BASELINES", "METHODS", "EvalData", "EvalReport", "MethodUnavailableError", "RankingMethod", "evaluate",
-    "make_method", "write_report",
+    "BASELINES", "METHODS", "Comparison", "EvalData", "EvalReport", "MethodUnavailableError", "RankingMethod",
+    "evaluate", "make_method", "write_report",
 ]

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from tqdm import tqdm
 
 from ..errors import ScenerecError
 from ..models import Case
-from .methods import EvalData, MethodUnavailableError, RankingMethod, make_method
-from .metrics import METRICS, bootstrap_ci, case_metrics, target_positions, top_k_columns
+from .methods import BASELINES, EvalData, MethodUnavailableError, RankingMethod, make_method
+from .metrics import METRICS, bootstrap_ci, case_metrics, paired_ratio_ci, target_positions, top_k_columns
 
 Setting = Literal["mixed", "cold"]
 Protocol = Literal["full", "sampled"]
@@ -93,6 +93,26 @@ class MethodResult(BaseModel):
     protocol: str
     scenes: dict[str, SceneResult]  # each target scene, then "overall" (all cases pooled)
     seconds: float = Field(description="Scoring time of this setting (shared by both protocols).")
+    # per scene: each case's metric values and user, in case order; kept only in the measuring process
+    _per_case: dict[str, tuple[dict[str, np.ndarray], list[str]]] = PrivateAttr(default_factory=dict)
+
+
+class Comparison(BaseModel):
+    """One method's metric over a baseline's on the same cases, with a paired bootstrap interval. Over a
+    baseline that scored 0 the ratio is infinite (written `Infinity` in JSON) or NaN (both 0)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    method: str
+    baseline: str
+    setting: str
+    protocol: str
+    scene: str
+    metric: str
+    ratio: float = Field(description="mean(method) / mean(baseline) over the same cases.")
+    low: float
+    high: float
+    n_cases: int
 
 
 class SceneSummary(BaseModel):
@@ -120,12 +140,40 @@ class EvalReport(BaseModel):
     fit_seconds: dict[str, float] = Field(default_factory=dict)
     seconds: float = 0.0
     results: list[MethodResult] = Field(default_factory=list)
+    comparisons: list[Comparison] = Field(
+        default_factory=list,
+        description="Each method that is not a baseline against the best baseline (by NDCG@10) of every "
+        "setting, protocol and scene, paired on the same cases.",
+    )
 
     def result(self, method: str, setting: str, protocol: str) -> MethodResult:
         for r in self.results:
             if (r.method, r.setting, r.protocol) == (method, setting, protocol):
                 return r
         raise KeyError((method, setting, protocol))
+
+    def compare(
+        self, method: str, baseline: str, setting: str, protocol: str, scene: str, metric: str = "ndcg@10"
+    ) -> Comparison:
+        """`method` against `baseline` on the same cases: the ratio of their means and its 95% interval
+        from resampling users, both methods on every resample (a paired bootstrap, `n_bootstrap`
+        resamples, the run's seed). Needs the per-case values, which only the evaluating process has."""
+        ours, theirs = self.result(method, setting, protocol), self.result(baseline, setting, protocol)
+        if scene not in ours._per_case or scene not in theirs._per_case:
+            raise ScenerecError(
+                f"no per-case values for {method!r} and {baseline!r} in scene {scene!r}: a report read back "
+                "from report.json has only the summaries; compare in the process that ran `evaluate`"
+            )
+        (our_values, users), (their_values, _) = ours._per_case[scene], theirs._per_case[scene]
+        if metric not in our_values:
+            raise ScenerecError(f"unknown metric {metric!r} (choose from {', '.join(our_values)})")
+        ratio, low, high = paired_ratio_ci(
+            our_values[metric], their_values[metric], users, n_bootstrap=self.n_bootstrap, seed=self.seed
+        )
+        return Comparison(
+            method=method, baseline=baseline, setting=setting, protocol=protocol, scene=scene, metric=metric,
+            ratio=round(ratio, 6), low=round(low, 6), high=round(high, 6), n_cases=len(users),
+        )
 
     def numbers(self) -> dict[str, object]:
         """The measured numbers only (no timings): equal for equal seeds."""
@@ -419,15 +467,40 @@ def evaluate(
                         )
                         for s in [*scenes, OVERALL]
                     }
-                    report.results.append(
-                        MethodResult(method=name, setting=setting, protocol=protocol, scenes=results,
-                                      seconds=seconds)
+                    result = MethodResult(
+                        method=name, setting=setting, protocol=protocol, scenes=results, seconds=seconds
                     )
+                    result._per_case = {
+                        s: (
+                            {m: outcomes[protocol].metrics[m][positions[s]] for m in METRICS},
+                            [cases[p].case.user_id for p in positions[s]],
+                        )
+                        for s in [*scenes, OVERALL]
+                    }
+                    report.results.append(result)
     finally:
         bar.close()
+    report.comparisons = _against_best_baseline(report, [*scenes, OVERALL])
     report.notes = _notes(report)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _against_best_baseline(report: EvalReport, scenes: Sequence[str], metric: str = "ndcg@10") -> list[Comparison]:
+    baselines = [m for m in report.methods if m in BASELINES]
+    challengers = [m for m in report.methods if m not in BASELINES]
+    comparisons = []
+    for setting in report.settings:
+        for protocol in report.protocols:
+            for scene in scenes:
+                if not baselines:
+                    break
+                best = max(
+                    baselines,
+                    key=lambda b: report.result(b, setting, protocol).scenes[scene].metrics[metric].mean,
+                )
+                comparisons += [report.compare(m, best, setting, protocol, scene, metric) for m in challengers]
+    return comparisons
 
 
 def _notes(report: EvalReport) -> list[str]:

@@ -78,6 +78,24 @@ def markdown_report(report: EvalReport, *, title: str = "scenerec evaluation") -
             lines += [f"## setting `{setting}`, protocol `{protocol}`", ""]
             lines += _table(report, rows)
             lines += ["", *_details(rows), ""]
+    if report.comparisons:
+        lines += [
+            "## Against the best baseline (NDCG@10)",
+            "",
+            (
+                "Ratio of the method's mean to the best baseline's on the same cases; the interval "
+                "resamples users for both methods at once (paired bootstrap)."
+            ),
+            "",
+            "| setting | protocol | scene | method | best baseline | ratio (95% CI) |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c.setting} | {c.protocol} | {c.scene} | {c.method} | {c.baseline} | "
+            f"{c.ratio:.2f} ({c.low:.2f}–{c.high:.2f}) |"
+            for c in report.comparisons
+        ]
+        lines.append("")
     lines += ["## How these numbers are made", ""]
     lines += [f"- {note}" for note in report.notes]
     if report.fit_seconds:
