@@ -486,7 +486,9 @@ def evaluate(
     return report
 
 
-def _against_best_baseline(report: EvalReport, scenes: Sequence[str], metric: str = "ndcg@10") -> list[Comparison]:
+def _against_best_baseline(
+    report: EvalReport, scenes: Sequence[str], metric: str = "ndcg@10"
+) -> list[Comparison]:
     baselines = [m for m in report.methods if m in BASELINES]
     challengers = [m for m in report.methods if m not in BASELINES]
     comparisons = []
