@@ -151,8 +151,8 @@ def paired_ratio_ci(
     Both arrays are per-case values of two methods on the same cases; every resample draws the same
     clusters (users) for both, so the interval reflects how differently the two methods did on the same
     people; it is narrower than the two methods' separate intervals suggest when they win and lose on
-    the same cases. A resample whose
-    denominator is 0 has an infinite ratio; when both methods score 0 on every case all three are NaN.
+    the same cases. A resample whose denominator is 0 has an infinite ratio; when both methods score 0
+    on every case all three are NaN.
     """
     num = np.asarray(numerator, dtype=np.float64)
     den = np.asarray(denominator, dtype=np.float64)
