@@ -1,0 +1,117 @@
+"""Where the transfer model's cold-setting NDCG comes from: targets grouped by how popular they are.
+
+    python benchmarks/transfer_by_popularity.py --data-dir DIR     # a data directory with a checkpoint
+
+For each split (valid, test) and target scene, in the cold setting (only the other scenes' history) and
+the full protocol, the cases are grouped by the target's rank in the scene's popularity list, and for
+each group the script counts the targets that popularity and the transfer model put in their top 10.
+Writes benchmarks/results/transfer/by_popularity.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from bench_data import HERE
+
+GROUPS = ((1, 10), (11, 50), (51, 200), (201, 1000), (1001, None))
+
+
+def expected_ranks(scores: np.ndarray, cases: list) -> np.ndarray:
+    """The target's mean rank under a uniform tie-break, history excluded (the harness's convention)."""
+    out = np.empty(len(cases))
+    for row, (values, pc) in enumerate(zip(scores, cases)):
+        values = values.copy()
+        values[pc.excluded] = -np.inf
+        target = values[pc.target_col]
+        out[row] = 1 + (values > target).sum() + ((values == target).sum() - 1) / 2
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="Ingested data directory with a checkpoint."
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "transfer")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from scenerec.agent.recommender import Recommender
+    from scenerec.agent.transfer.method import TransferMethod
+    from scenerec.evaluation.harness import prepare_cases
+    from scenerec.evaluation.methods import EvalData, PopularityMethod
+    from scenerec.settings import load_settings
+
+    rows, lines = [], []
+    with Recommender.open(settings=load_settings(data_dir=args.data_dir)) as rec:
+        for split in ("valid", "test"):
+            data = EvalData.from_recommender(rec, split)
+            popularity, transfer = PopularityMethod(), TransferMethod()
+            popularity.fit(data)
+            transfer.fit(data)
+            for scene in data.scenes:
+                cases = [
+                    pc
+                    for pc in prepare_cases(data, [c for c in data.cases if c.target_scene == scene], 0, 0)
+                    if pc.target_col >= 0
+                ]
+                histories = [pc.cold for pc in cases]
+                counts = popularity.score(histories[:1], scene)[0]
+                order = np.argsort(-counts, kind="stable")
+                pop_rank = np.empty(len(order), dtype=np.int64)
+                pop_rank[order] = np.arange(1, len(order) + 1)
+                target_rank = np.array([pop_rank[pc.target_col] for pc in cases])
+                ranks = {
+                    "popularity": expected_ranks(popularity.score(histories, scene), cases),
+                    "transfer": expected_ranks(transfer.score(histories, scene), cases),
+                }
+                for low, high in GROUPS:
+                    group = (target_rank >= low) & (target_rank <= (high or len(order)))
+                    row = {
+                        "split": split,
+                        "scene": scene,
+                        "popularity_ranks": f"{low}–{high or ''}",
+                        "cases": int(group.sum()),
+                        **{f"{m}_hits@10": int((r[group] <= 10).sum()) for m, r in ranks.items()},
+                        **{
+                            f"{m}_median_rank": float(np.median(r[group])) if group.any() else None
+                            for m, r in ranks.items()
+                        },
+                    }
+                    rows.append(row)
+                    lines.append(
+                        f"| {split} | {scene} | {row['popularity_ranks']} | {row['cases']} | "
+                        f"{row['popularity_hits@10']} | {row['transfer_hits@10']} | "
+                        f"{row['popularity_median_rank'] or 0:.0f} | {row['transfer_median_rank'] or 0:.0f} |"
+                    )
+    header = [
+        "# Cold setting: hits by the target's popularity rank",
+        "",
+        f"Data directory `{args.data_dir.name}`; full protocol, cold setting (only the other scenes' history);",
+        "every history item excluded; ranks under a uniform tie-break. `benchmarks/transfer_by_popularity.py`.",
+        "",
+        (
+            "| split | scene | target's popularity rank | cases | popularity hits@10 | transfer hits@10 "
+            "| popularity median rank | transfer median rank |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "by_popularity.md").write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+    (args.out / "by_popularity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(header + lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
