@@ -4,8 +4,8 @@
 
 For each split (valid, test) and target scene, in the cold setting (only the other scenes' history) and
 the full protocol, the cases are grouped by the target's rank in the scene's popularity list, and for
-each group the script counts the targets that popularity and the transfer model put in their top 10.
-Writes benchmarks/results/transfer/by_popularity.md and .json.
+each group the script counts the targets that popularity and the transfer model put in their top 10;
+two oracle mixtures of the two methods give reference points for what mixing them could reach. Writes benchmarks/results/transfer/by_popularity.md and .json.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from bench_data import HERE
 GROUPS = ((1, 10), (11, 50), (51, 200), (201, 1000), (1001, None))
 
 
-def expected_ranks(scores: np.ndarray, cases: list) -> np.ndarray:
-    """The target's mean rank under a uniform tie-break, history excluded (the harness's convention)."""
-    out = np.empty(len(cases))
+def above_and_tied(scores: np.ndarray, cases: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per case, the candidates scored above the target and those tied with it, history excluded."""
+    above, tied = np.empty(len(cases), dtype=np.int64), np.empty(len(cases), dtype=np.int64)
     for row, (values, pc) in enumerate(zip(scores, cases)):
         values = values.copy()
         values[pc.excluded] = -np.inf
         target = values[pc.target_col]
-        out[row] = 1 + (values > target).sum() + ((values == target).sum() - 1) / 2
-    return out
+        above[row], tied[row] = (values > target).sum(), (values == target).sum() - 1
+    return above, tied
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     from scenerec.agent.transfer.method import TransferMethod
     from scenerec.evaluation.harness import prepare_cases
     from scenerec.evaluation.methods import EvalData, PopularityMethod
+    from scenerec.evaluation.metrics import ndcg
     from scenerec.settings import load_settings
 
-    rows, lines = [], []
+    rows, lines, oracles = [], [], []
     with Recommender.open(settings=load_settings(data_dir=args.data_dir)) as rec:
         for split in ("valid", "test"):
             data = EvalData.from_recommender(rec, split)
@@ -71,10 +72,25 @@ def main(argv: list[str] | None = None) -> int:
                 pop_rank = np.empty(len(order), dtype=np.int64)
                 pop_rank[order] = np.arange(1, len(order) + 1)
                 target_rank = np.array([pop_rank[pc.target_col] for pc in cases])
-                ranks = {
-                    "popularity": expected_ranks(popularity.score(histories, scene), cases),
-                    "transfer": expected_ranks(transfer.score(histories, scene), cases),
-                }
+                ranks, gains = {}, {}
+                for name, method in (("popularity", popularity), ("transfer", transfer)):
+                    above, tied = above_and_tied(method.score(histories, scene), cases)
+                    ranks[name] = 1 + above + tied / 2  # the mean rank under a uniform tie-break
+                    gains[name] = ndcg(above, tied, np.ones(len(cases), dtype=bool), 10)
+                best_seller = target_rank <= 10
+                oracles.append(
+                    {
+                        "split": split,
+                        "scene": scene,
+                        "cases": len(cases),
+                        "popularity": float(gains["popularity"].mean()),
+                        "transfer": float(gains["transfer"].mean()),
+                        "best_sellers_from_popularity": float(
+                            np.where(best_seller, gains["popularity"], gains["transfer"]).mean()
+                        ),
+                        "better_of_the_two": float(np.maximum(gains["popularity"], gains["transfer"]).mean()),
+                    }
+                )
                 for low, high in GROUPS:
                     group = (target_rank >= low) & (target_rank <= (high or len(order)))
                     row = {
@@ -106,9 +122,34 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
+    lines += [
+        "",
+        "## Oracle reference points (NDCG@10; they know the target, so no method can use them)",
+        "",
+        (
+            "`best-sellers from popularity`: popularity's result where the target is one of the scene's ten "
+            "most popular items, the model's elsewhere; `better of the two`: per case, the better of the two."
+        ),
+        "",
+        "| split | scene | cases | popularity | transfer | best-sellers from popularity | better of the two |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for o in oracles:
+        ratio = {
+            k: o[k] / o["popularity"]
+            for k in ("transfer", "best_sellers_from_popularity", "better_of_the_two")
+        }
+        lines.append(
+            f"| {o['split']} | {o['scene']} | {o['cases']} | {o['popularity']:.4f} | "
+            f"{o['transfer']:.4f} ({ratio['transfer']:.2f}×) | "
+            f"{o['best_sellers_from_popularity']:.4f} ({ratio['best_sellers_from_popularity']:.2f}×) | "
+            f"{o['better_of_the_two']:.4f} ({ratio['better_of_the_two']:.2f}×) |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "by_popularity.md").write_text("\n".join(header + lines) + "\n", encoding="utf-8")
-    (args.out / "by_popularity.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    (args.out / "by_popularity.json").write_text(
+        json.dumps({"groups": rows, "oracles": oracles}, indent=2) + "\n", encoding="utf-8"
+    )
     print("\n".join(header + lines))
     return 0
 
