@@ -102,6 +102,19 @@ def case_metrics(greater: np.ndarray, ties: np.ndarray, rankable: np.ndarray) ->
     }
 
 
+def _resampled_sums(
+    columns: Sequence[np.ndarray], clusters: Sequence[object] | np.ndarray | None, n_bootstrap: int, seed: int
+) -> list[np.ndarray]:
+    """Per column, its sum in each of `n_bootstrap` resamples (with replacement) of the cases, or of
+    whole clusters when given; every column is summed over the same resamples."""
+    if clusters is not None:
+        _, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        columns = [np.bincount(inverse, weights=c) for c in columns]
+    units = len(columns[0])
+    draws = np.random.default_rng(seed).integers(0, units, size=(n_bootstrap, units))
+    return [c[draws].sum(axis=1) for c in columns]
+
+
 def bootstrap_ci(
     values: np.ndarray,
     clusters: Sequence[object] | np.ndarray | None = None,
@@ -121,15 +134,8 @@ def bootstrap_ci(
     mean = float(values.mean())
     if n_bootstrap <= 0:
         return mean, mean, mean
-    if clusters is None:
-        sums, counts = values, np.ones(len(values))
-    else:
-        _, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-        sums = np.bincount(inverse, weights=values)
-        counts = np.bincount(inverse).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(sums), size=(n_bootstrap, len(sums)))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    sums, counts = _resampled_sums([values, np.ones(len(values))], clusters, n_bootstrap, seed)
+    means = sums / counts
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     # The interval always holds the point estimate (percentile intervals of skewed, tiny samples may not).
@@ -166,13 +172,7 @@ def paired_ratio_ci(
         ratio = float("inf") if num.sum() > 0 else float("nan")
     if n_bootstrap <= 0 or math.isnan(ratio):
         return ratio, ratio, ratio
-    if clusters is None:
-        num_sums, den_sums = num, den
-    else:
-        _, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-        num_sums, den_sums = np.bincount(inverse, weights=num), np.bincount(inverse, weights=den)
-    draws = np.random.default_rng(seed).integers(0, len(num_sums), size=(n_bootstrap, len(num_sums)))
-    top, bottom = num_sums[draws].sum(axis=1), den_sums[draws].sum(axis=1)
+    top, bottom = _resampled_sums([num, den], clusters, n_bootstrap, seed)
     safe = np.where(bottom > 0, bottom, 1.0)
     ratios = np.where(bottom > 0, top / safe, np.inf)
     alpha = (1.0 - level) / 2.0
