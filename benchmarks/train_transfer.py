@@ -22,12 +22,13 @@ from pathlib import Path
 
 from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
 
-BASELINES = ("popularity", "cooccurrence", "bm25", "dense", "fused")
 TARGET_RATIO = 1.15
+CHALLENGERS = ("transfer", "fused-transfer")
 
 
 def summary(report, protocol: str = "full") -> tuple[str, dict]:
-    """Markdown table: per setting and scene, transfer's NDCG@10, the best baseline's, their ratio."""
+    """Markdown table: per setting and scene, transfer's NDCG@10, the best baseline's, and the paired
+    ratio the harness computed (`report.comparisons`)."""
     lines = [
         f"## transfer vs the best baseline: NDCG@10, {report.split} split, protocol `{protocol}`",
         "",
@@ -37,31 +38,27 @@ def summary(report, protocol: str = "full") -> tuple[str, dict]:
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
+    paired_by_cell = {
+        (c.setting, c.method, c.scene): c for c in report.comparisons if c.protocol == protocol
+    }
     numbers = {}
-    for setting, ours_name in [(s, m) for s in report.settings for m in ("transfer", "fused-transfer")]:
-        try:
-            transfer = report.result(ours_name, setting, protocol)
-        except (KeyError, StopIteration, ValueError):
+    for setting, ours_name in [(s, m) for s in report.settings for m in CHALLENGERS]:
+        if ours_name not in report.methods:
             continue
+        transfer = report.result(ours_name, setting, protocol)
         for scene in [s for s in transfer.scenes if s != "overall"] + ["overall"]:
             ours = transfer.scenes[scene].metrics["ndcg@10"]
-            best_name, best = None, None
-            for name in BASELINES:
-                if name not in report.methods:
-                    continue
-                value = report.result(name, setting, protocol).scenes[scene].metrics["ndcg@10"]
-                if best is None or value.mean > best.mean:
-                    best_name, best = name, value
-            paired = report.compare(ours_name, best_name, setting, protocol, scene)
+            paired = paired_by_cell[(setting, ours_name, scene)]
+            best = report.result(paired.baseline, setting, protocol).scenes[scene].metrics["ndcg@10"]
             met = "yes" if paired.ratio >= TARGET_RATIO else "**no**"
             lines.append(
-                f"| {setting} | {ours_name} | {scene} | {ours.mean:.4f} ({ours.low:.4f}–{ours.high:.4f}) | {best_name} | "
-                f"{best.mean:.4f} ({best.low:.4f}–{best.high:.4f}) | {paired.ratio:.2f} ({paired.low:.2f}–"
-                f"{paired.high:.2f}) | {met} |"
+                f"| {setting} | {ours_name} | {scene} | {ours.mean:.4f} ({ours.low:.4f}–{ours.high:.4f}) | "
+                f"{paired.baseline} | {best.mean:.4f} ({best.low:.4f}–{best.high:.4f}) | {paired.ratio:.2f} "
+                f"({paired.low:.2f}–{paired.high:.2f}) | {met} |"
             )
             numbers[f"{setting}/{ours_name}/{scene}"] = {
                 ours_name: ours.mean,
-                "best_baseline": best_name,
+                "best_baseline": paired.baseline,
                 "baseline": best.mean,
                 "ratio": paired.ratio,
                 "ratio_low": paired.low,
@@ -93,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from scenerec.agent.recommender import Recommender
     from scenerec.agent.transfer.loading import train_and_save
+    from scenerec.evaluation import BASELINES
     from scenerec.evaluation.harness import evaluate
     from scenerec.evaluation.report import write_report
     from scenerec.settings import load_settings

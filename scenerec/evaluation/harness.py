@@ -491,12 +491,12 @@ def _against_best_baseline(
 ) -> list[Comparison]:
     baselines = [m for m in report.methods if m in BASELINES]
     challengers = [m for m in report.methods if m not in BASELINES]
+    if not baselines:
+        return []
     comparisons = []
     for setting in report.settings:
         for protocol in report.protocols:
             for scene in scenes:
-                if not baselines:
-                    break
                 best = max(
                     baselines,
                     key=lambda b: report.result(b, setting, protocol).scenes[scene].metrics[metric].mean,
