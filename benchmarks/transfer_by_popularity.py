@@ -21,15 +21,12 @@ from bench_data import HERE
 GROUPS = ((1, 10), (11, 50), (51, 200), (201, 1000), (1001, None))
 
 
-def above_and_tied(scores: np.ndarray, cases: list) -> tuple[np.ndarray, np.ndarray]:
-    """Per case, the candidates scored above the target and those tied with it, history excluded."""
-    above, tied = np.empty(len(cases), dtype=np.int64), np.empty(len(cases), dtype=np.int64)
-    for row, (values, pc) in enumerate(zip(scores, cases)):
-        values = values.copy()
-        values[pc.excluded] = -np.inf
-        target = values[pc.target_col]
-        above[row], tied[row] = (values > target).sum(), (values == target).sum() - 1
-    return above, tied
+def masked(scores: np.ndarray, cases: list) -> np.ndarray:
+    """`scores` with every case's history at -inf (the harness's exclusion)."""
+    scores = scores.copy()
+    for row, pc in enumerate(cases):
+        scores[row, pc.excluded] = -np.inf
+    return scores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from scenerec.agent.transfer.method import TransferMethod
     from scenerec.evaluation.harness import prepare_cases
     from scenerec.evaluation.methods import EvalData, PopularityMethod
-    from scenerec.evaluation.metrics import ndcg
+    from scenerec.evaluation.metrics import ndcg, target_positions
     from scenerec.settings import load_settings
 
     rows, lines, oracles = [], [], []
@@ -67,16 +64,20 @@ def main(argv: list[str] | None = None) -> int:
                     if pc.target_col >= 0
                 ]
                 histories = [pc.cold for pc in cases]
-                counts = popularity.score(histories[:1], scene)[0]
+                counts = data.scene_popularity[scene]
                 order = np.argsort(-counts, kind="stable")
                 pop_rank = np.empty(len(order), dtype=np.int64)
                 pop_rank[order] = np.arange(1, len(order) + 1)
                 target_rank = np.array([pop_rank[pc.target_col] for pc in cases])
                 ranks, gains = {}, {}
                 for name, method in (("popularity", popularity), ("transfer", transfer)):
-                    above, tied = above_and_tied(method.score(histories, scene), cases)
-                    ranks[name] = 1 + above + tied / 2  # the mean rank under a uniform tie-break
-                    gains[name] = ndcg(above, tied, np.ones(len(cases), dtype=bool), 10)
+                    above, tied, rankable = target_positions(
+                        masked(method.score(histories, scene), cases),
+                        np.array([pc.target_col for pc in cases]),
+                    )
+                    # the mean rank under a uniform tie-break; a repeat target (in the history) is a miss
+                    ranks[name] = np.where(rankable, 1 + above + tied / 2, np.inf)
+                    gains[name] = ndcg(above, tied, rankable, 10)
                 best_seller = target_rank <= 10
                 oracles.append(
                     {
