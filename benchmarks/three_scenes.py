@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench_data import DEFAULT_CATALOG, HERE
@@ -53,7 +54,7 @@ def derive(source: Path, out: Path) -> dict[str, int]:
         writer.writeheader()
         for row in reader:
             writer.writerow({**row, "scene": scene_of[row["item_id"]]})
-    counts: dict[str, int] = {}
+    counts = Counter(f"items/{scene}" for scene in scene_of.values())
     with (
         open(source / "cases.jsonl", encoding="utf-8") as src,
         open(out / "cases.jsonl", "w", encoding="utf-8") as dst,
@@ -61,12 +62,8 @@ def derive(source: Path, out: Path) -> dict[str, int]:
         for line in src:
             case = json.loads(line)
             case["target_scene"] = scene_of[case["target_item"]]
-            counts[f"cases/{case['split']}/{case['target_scene']}"] = (
-                counts.get(f"cases/{case['split']}/{case['target_scene']}", 0) + 1
-            )
+            counts[f"cases/{case['split']}/{case['target_scene']}"] += 1
             dst.write(json.dumps(case) + "\n")
-    for scene in scene_of.values():
-        counts[f"items/{scene}"] = counts.get(f"items/{scene}", 0) + 1
     return dict(sorted(counts.items()))
 
 
