@@ -62,7 +62,7 @@ def send_key(app, key: str) -> None:
 async def run(data_dir: Path, turns: int) -> dict:
     from textual.widgets import Input
 
-    from scenerec.agent.llm import make_backend
+    from scenerec.llm import make_backend
     from scenerec.paths import DataPaths, demo_catalog_dir
     from scenerec.settings import LLMSettings, load_settings
     from scenerec.stores.ingest import ingest_catalog

@@ -62,7 +62,7 @@ def encode_throughput(documents: list[str], batch_size: int, repeat: int) -> dic
 
 
 def recommend_latency(data_dir: Path, users: int, seed: int) -> dict:
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     settings = load_settings(data_dir=data_dir)

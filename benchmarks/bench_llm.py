@@ -41,10 +41,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def latency(args: argparse.Namespace) -> dict:
-    from scenerec.agent.llm import make_backend
-    from scenerec.agent.recommender import Recommender
-    from scenerec.agent.rerank import rerank_for_user
+    from scenerec.llm import make_backend
     from scenerec.paths import demo_catalog_dir
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
     from scenerec.stores.ingest import ingest_catalog
 
@@ -82,7 +81,7 @@ def latency(args: argparse.Namespace) -> dict:
                 for user_id, scene in users:
                     backend.stats.update(calls=0, prompt_tokens=0, generated_tokens=0, seconds=0.0)
                     t = time.perf_counter()
-                    result = rerank_for_user(recommender, user_id, scene, 5, backend, cfg)
+                    result = recommender.recommend_explained(user_id, scene, 5, backend, cfg)
                     seconds.append(time.perf_counter() - t)
                     tokens += int(backend.stats["generated_tokens"])
                     decode_s += backend.stats["seconds"]
@@ -108,7 +107,7 @@ class LLMScoreCache:
     """Per (history, scene): the LLM's P(yes) for the base method's top-N, computed once for all weights."""
 
     def __init__(self, backend: object, n: int, settings: object) -> None:
-        from scenerec.agent.rerank import RerankCounters
+        from scenerec.rerank.reranker import RerankCounters
 
         self.backend = backend
         self.n = n
@@ -126,8 +125,8 @@ class LLMScoreCache:
         tops: list[list[str]],
         base_scores: list[list[float]],
     ) -> None:
-        from scenerec.agent.rerank import Reranker, RerankRequest
         from scenerec.models import HistoryEntry, Recommendation, UserHistory
+        from scenerec.rerank.reranker import Reranker, RerankRequest
 
         requests, keys = [], []
         for history, top, scores in zip(histories, tops, base_scores):
@@ -168,8 +167,8 @@ class LLMScoreCache:
 
 
 def make_llm_method(base_name: str, weight: float, cache: LLMScoreCache, shared_base: dict) -> object:
-    from scenerec.agent.rerank import fuse_scores
     from scenerec.evaluation.methods import RankingMethod, make_method
+    from scenerec.rerank.reranker import fuse_scores
 
     class LLMRerankMethod(RankingMethod):
         name = f"{base_name}+llm w={weight}"
@@ -212,9 +211,10 @@ def make_llm_method(base_name: str, weight: float, cache: LLMScoreCache, shared_
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    from scenerec.agent.llm import make_backend
-    from scenerec.agent.recommender import Recommender
     from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
+    from scenerec.llm import make_backend
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     settings = load_settings(data_dir=args.data_dir)
@@ -239,7 +239,7 @@ def run_eval(args: argparse.Namespace) -> dict:
             shared: dict = {}
             methods = [make_llm_method(args.base, w, cache, shared) for w in weights]
             result = evaluate(
-                recommender,
+                EvalData.from_recommender(recommender, split),
                 methods,
                 split=split,
                 settings=[args.setting],

@@ -224,7 +224,7 @@ def run_chroma(spec, ids, vectors, queries, exact, sorted_ids, cache_dir: Path, 
 
 def prepare(data_dir: Path, work: Path, n_queries: int) -> dict:
     """Real vectors (every scene) and real user profiles; their mean and covariance."""
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
 
     with Recommender.open(data_dir=data_dir) as rec:
         scenes = rec.items.scenes()
@@ -278,7 +278,7 @@ def embedding_throughput(data_dir: Path, n_texts: int) -> dict:
 
 
 def score_batch_speed(data_dir: Path, n_users: int, check: int) -> dict:
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
 
     with Recommender.open(data_dir=data_dir) as rec:
         scenes = rec.items.scenes()

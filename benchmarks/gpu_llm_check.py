@@ -123,9 +123,9 @@ def main() -> int:
         print("SKIP gpu_llm_check: vllm is not installed (pip install 'scenerec[gpu]')")
         return 0
 
-    from scenerec.agent.llm import make_backend
-    from scenerec.agent.rerank import Reranker, RerankRequest
+    from scenerec.llm import make_backend
     from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHistory
+    from scenerec.rerank.reranker import Reranker, RerankRequest
     from scenerec.settings import LLMSettings
 
     failures: list[str] = []

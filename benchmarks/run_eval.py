@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
+
 DEFAULT_METHODS = "popularity,cooccurrence,bm25,dense,fused,transfer"
 
 
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    from scenerec.agent.recommender import Recommender
     from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
     from scenerec.evaluation.report import write_report
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     started = time.perf_counter()
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(data_dir=data_dir)
     with Recommender.open(settings=settings) as rec:
         report = evaluate(
-            rec, [m for m in args.methods.split(",") if m], split=args.split,
+            EvalData.from_recommender(rec, args.split), [m for m in args.methods.split(",") if m], split=args.split,
             settings=args.setting.split(","), protocols=args.protocol.split(","), seed=args.seed,
             n_bootstrap=args.bootstrap, max_cases=args.max_cases, progress=True,
         )

@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scenerec.agent.recommender import Recommender
-    from scenerec.agent.transfer.loading import train_and_save
     from scenerec.evaluation import BASELINES
     from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
     from scenerec.evaluation.report import write_report
+    from scenerec.evaluation.tuning import train_and_save
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     data_dir, _ = bench_data_dir(args.data_dir, args.catalog)
@@ -132,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             (args.out / "training.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-        from scenerec.agent.transfer.checkpoint import checkpoint_path, read_checkpoint
-        from scenerec.agent.transfer.loading import choose_lexical_weight, load_scorer
-        from scenerec.agent.transfer.method import FusedTransferMethod
+        from scenerec.evaluation.transfer_methods import FusedTransferMethod
+        from scenerec.evaluation.tuning import choose_lexical_weight
+        from scenerec.transfer.checkpoint import checkpoint_path, read_checkpoint
+        from scenerec.transfer.loading import load_scorer
 
         checkpoint = checkpoint_path(rec.paths.root)
         chosen = read_checkpoint(checkpoint).get("metrics", {}).get("transfer_lexical_weight")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BM25 weight in the fusion (chosen on valid): {chosen}", file=sys.stderr)
         started = time.perf_counter()
         report = evaluate(
-            rec, [*BASELINES, "transfer", FusedTransferMethod(lexical_weight=chosen)], split="test",
+            EvalData.from_recommender(rec, "test"), [*BASELINES, "transfer", FusedTransferMethod(lexical_weight=chosen)], split="test",
             n_bootstrap=args.bootstrap, progress=True,
         )
         run["evaluate_seconds"] = round(time.perf_counter() - started, 1)

@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scenerec.agent.recommender import Recommender
-    from scenerec.agent.transfer.method import TransferMethod
     from scenerec.evaluation.harness import prepare_cases
     from scenerec.evaluation.methods import EvalData, PopularityMethod
     from scenerec.evaluation.metrics import ndcg, target_positions
+    from scenerec.evaluation.transfer_methods import TransferMethod
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     rows, lines, oracles = [], [], []

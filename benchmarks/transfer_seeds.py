@@ -23,8 +23,8 @@ from machine import machine
 
 def popularity(rec, split: str, cases) -> dict[str, float]:
     """The harness's popularity baseline (counts over the users without a case in `split`)."""
-    from scenerec.agent.transfer.train import ndcg_at_10, target_ranks
     from scenerec.evaluation.methods import EvalData, PopularityMethod
+    from scenerec.transfer.train import ndcg_at_10, target_ranks
 
     data = EvalData.from_recommender(rec, split=split)
     method = PopularityMethod()
@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scenerec.agent.recommender import Recommender
-    from scenerec.agent.transfer.loading import item_table, training_data
-    from scenerec.agent.transfer.scorer import TransferScorer
-    from scenerec.agent.transfer.train import evaluate, train_transfer
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
+    from scenerec.transfer.loading import item_table, training_data
+    from scenerec.transfer.scorer import TransferScorer
+    from scenerec.transfer.train import evaluate, train_transfer
 
     data_dir, _ = bench_data_dir(args.data_dir, args.catalog)
     if data_dir is None:

@@ -1,4 +1,5 @@
-"""Making untrusted text (item titles, user messages) safe to show in a terminal."""
+"""Untrusted text (item titles, user messages, model output): safe to show in a terminal, and recognised
+when it addresses a model. Imports nothing of scenerec's: every floor may use it."""
 
 from __future__ import annotations
 
@@ -21,13 +22,32 @@ def printable(text: str, max_length: int | None = None) -> str:
     return cleaned
 
 
+# Text that reads like an instruction to the model rather than a description of an item.
+INSTRUCTION_LIKE = re.compile(
+    r"\b(ignore|disregard|forget|override)\W+(?:(?:all|any|the|previous|prior|above|earlier|your|of|these)\W+)*"
+    r"(instructions?|prompts?|rules|directions|guidelines)\b"
+    r"|\b(system prompt|you are now|new instructions?|developer mode)\b"
+    r"|\b(recommend|rank|rate|place|put|list|choose|pick)\b[^.!?\n]{0,40}\b(first|at the top|top of|above all|"
+    r"highest|number one|#1)\b"
+    r"|\b(always|only)\W+(say|answer|choose|pick|recommend)\b"
+    r"|\banswer\W+(yes|no)\b",
+    re.IGNORECASE,
+)
+
+
+def looks_like_instruction(text: str) -> bool:
+    """True for text that addresses the model ("ignore previous instructions", "rank this first")."""
+    return bool(INSTRUCTION_LIKE.search(text))
+
+
+
 # Latin look-alikes a model reads as the Latin letter, though NFKC keeps them apart.
 _CONFUSABLES = str.maketrans(
     "АВЕНІЈКМОРСТХУаеіјорсхуѕԁɡοьνΑΒΕΗΙΚΜΝΟΡΤΧΥΖ",
     "ABEHIJKMOPCTXYaeijopcxysdgobvABEHIKMNOPTXYZ",
 )
 
-# What text addressed to a model looks like, beyond `agent.llm.parsing.INSTRUCTION_LIKE`: chat-template
+# What text addressed to a model looks like, beyond `INSTRUCTION_LIKE`: chat-template
 # tokens and role labels, ready-made answers in our JSON shapes, rules about ids, and the classic phrases
 # in a few other languages.
 _STEERING = re.compile(
@@ -56,8 +76,6 @@ def plain_text(text: str) -> str:
 def reads_like_instruction(text: str) -> bool:
     """True for catalog or user text that addresses a model (an instruction, a role marker, a ready-made
     answer), also when disguised by zero-width or bidi characters, escapes, fullwidth or look-alike letters."""
-    from .agent.llm.parsing import looks_like_instruction
-
     if not text:
         return False
     plain = plain_text(text)

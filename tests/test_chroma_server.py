@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scenerec.agent.recommender import Recommender
+from scenerec.recommend.recommender import Recommender
 from scenerec.settings import StoreSettings
 from scenerec.stores.ingest import ingest_catalog
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scenerec.agent.recommender import Recommender
 from scenerec.paths import DataPaths, demo_catalog_dir
+from scenerec.recommend.recommender import Recommender
 from scenerec.settings import EmbeddingSettings, Settings, StoreSettings, load_settings
 from scenerec.stores.embedding_cache import EmbeddingCache, encode_with_cache
 from scenerec.stores.embeddings import Encoder

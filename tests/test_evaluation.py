@@ -334,13 +334,13 @@ def test_report_pairs_every_other_method_with_the_best_baseline(data, tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(demo_settings, encoder, tmp_path):
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
 
     with Recommender.open(settings=demo_settings, encoder=encoder) as rec:
         split = "test" if rec.items.cases("test") else rec.items.cases()[0].split
         data = EvalData.from_recommender(rec, split)
         first = evaluate(data, [*BASELINES, "transfer"], split=split, n_bootstrap=100)
-        again = evaluate(rec, list(BASELINES), split=split, n_bootstrap=100)
+        again = evaluate(EvalData.from_recommender(rec, split), list(BASELINES), split=split, n_bootstrap=100)
     assert first.methods == list(BASELINES)
     assert "transfer" in first.skipped or "transfer" in first.methods
     assert all_numbers_in_unit_interval(first)
@@ -392,8 +392,8 @@ def test_cli_eval_writes_the_report(demo_settings, tmp_path):
 @pytest.mark.slow
 def test_fused_measures_what_recommend_returns(demo_settings, encoder):
     """The `fused` method's top 10 is `Recommender.recommend_for_history(k=10)` on the same history."""
-    from scenerec.agent.recommender import Recommender
     from scenerec.evaluation.metrics import top_k_columns
+    from scenerec.recommend.recommender import Recommender
 
     with Recommender.open(settings=demo_settings, encoder=encoder) as rec:
         data = EvalData.from_recommender(rec, "test")

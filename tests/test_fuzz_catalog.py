@@ -429,7 +429,7 @@ def check_failed_ingest_changes_nothing(settings, encoder, tmp: Path, files: dic
 
 
 def test_a_failed_ingest_leaves_every_store_unchanged(tiny_settings, encoder, tmp_path: Path) -> None:
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
 
     with Recommender.open(settings=tiny_settings) as recommender:
         expected = [r.item_id for r in recommender.recommend("alice", "films", 5)]

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from scenerec.agent.recommender import Recommender
 from scenerec.errors import CatalogError
 from scenerec.paths import DataPaths
+from scenerec.recommend.recommender import Recommender
 from scenerec.stores.embedding_cache import EmbeddingCache
 from scenerec.stores.ingest import ingest_catalog
 from scenerec.stores.item_store import ItemStore
@@ -88,7 +88,7 @@ def test_bad_catalog_writes_nothing(tiny_settings, tmp_path, encoder, damage):
 
 def test_store_reopens_in_a_new_process(tiny_settings):
     code = (
-        "import json, sys; from scenerec.agent.recommender import Recommender; "
+        "import json, sys; from scenerec.recommend.recommender import Recommender; "
         "r = Recommender.open(sys.argv[1]); "
         "print(json.dumps([x.item_id for x in r.recommend('bob', 'films', 3)]))"
     )

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from scenerec.agent.conversation import Agent, Reply
-from scenerec.agent.llm.base import Conversation, JSONSchema, LLMBackend
-from scenerec.agent.llm.fake import FakeBackend
-from scenerec.agent.recommender import Recommender
-from scenerec.agent.rerank import Reranker, RerankRequest, RerankResult
-from scenerec.agent.text_profile import TextProfiler
+from scenerec.llm.base import Conversation, JSONSchema, LLMBackend
+from scenerec.llm.fake import FakeBackend
 from scenerec.models import Evidence, Item, Recommendation, UserHistory
+from scenerec.recommend.recommender import Recommender
+from scenerec.rerank.reranker import Reranker, RerankRequest, RerankResult
+from scenerec.rerank.text_profile import TextProfiler
 from scenerec.settings import LLMSettings, Settings, TUISettings, load_settings
 from scenerec.stores.embeddings import Encoder
 from scenerec.stores.ingest import ingest_catalog

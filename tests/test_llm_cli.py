@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter
 
-from scenerec.agent.llm.fake import FakeBackend
-from scenerec.agent.recommender import Recommender
-from scenerec.agent.rerank import rerank_batch, rerank_for_user
+from scenerec.llm.fake import FakeBackend
 from scenerec.models import Recommendation
+from scenerec.recommend.recommender import Recommender
 from scenerec.settings import Settings
 
 
@@ -116,10 +115,10 @@ def test_rerank_batch_over_a_recommender(tiny_settings: Settings, encoder: objec
         histories = [recommender.history(u) for u in users]
         cands = [recommender.recommend_for_history(h, "films", 6) for h in histories]
         done: list[int] = []
-        results = rerank_batch(
-            recommender, histories, "films", cands, backend, k=3, settings=llm, progress=done.append
+        results = recommender.rerank_batch(
+            histories, "films", cands, backend, k=3, settings=llm, progress=done.append
         )
-        single = rerank_for_user(recommender, "bob", "films", 3, FakeBackend(), llm)
+        single = recommender.recommend_explained("bob", "films", 3, FakeBackend(), llm)
     assert sum(done) == 3
     for history, candidates, result in zip(histories, cands, results):
         ids = [r.item_id for r in result.recommendations]
@@ -137,7 +136,7 @@ def test_rerank_batch_over_a_recommender(tiny_settings: Settings, encoder: objec
 def test_end_to_end_explain_with_the_embedded_model(
     demo_settings: Settings, embedded_llm: object, llm_cache_dir: Path
 ) -> None:
-    from scenerec.cli.recommend_commands import pick_demo_user
+    from scenerec.recommend.recommender import pick_demo_user
 
     with Recommender(demo_settings) as recommender:
         user_id, scene = pick_demo_user(recommender)
@@ -171,7 +170,7 @@ def test_text_profile_feeds_retrieval_as_a_lexical_query(tiny_settings: Settings
     backend = FakeBackend().enqueue('{"profile": "documentary films about astronomy and the night sky"}')
     with Recommender(tiny_settings, encoder=encoder) as recommender:  # type: ignore[arg-type]
         plain = [r.item_id for r in recommender.recommend("bob", "films", 3)]
-        result = rerank_for_user(recommender, "bob", "films", 3, backend, llm)
+        result = recommender.recommend_explained("bob", "films", 3, backend, llm)
     ids = [r.item_id for r in result.recommendations]
     assert result.profile == "documentary films about astronomy and the night sky"
     assert "f7" in ids and "f7" not in plain  # "cosmos a spacetime odyssey": found through the profile
@@ -185,7 +184,7 @@ def test_score_batch_with_rerank_returns_what_rerank_returns(tiny_settings: Sett
         users = ["alice", "bob", "carol"]
         batch = recommender.score_batch(users, "films", k=3, rerank=True, backend=FakeBackend())
         plain = recommender.score_batch(users, "films", k=3)
-        single = [rerank_for_user(recommender, u, "films", 3, FakeBackend(), llm, explain=False) for u in users]
+        single = [recommender.recommend_explained(u, "films", 3, FakeBackend(), llm, explain=False) for u in users]
     assert batch.user_ids == users
     assert batch.item_ids == [[r.item_id for r in s.recommendations] for s in single]
     # the fake backend's scores are strong enough at w = 0.5 to change at least one list

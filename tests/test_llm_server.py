@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from scenerec.agent.llm import make_backend
-from scenerec.agent.llm.base import LLMBackend
-from scenerec.agent.llm.model_files import hf_folder, resolve_model
-from scenerec.agent.rerank import Reranker
+from scenerec.llm import make_backend
+from scenerec.llm.base import LLMBackend
+from scenerec.llm.model_files import hf_folder, resolve_model
+from scenerec.rerank.reranker import Reranker
 from scenerec.settings import LLMSettings
 
 from .test_rerank import assert_valid, request

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scenerec.agent.recommender import Recommender
+from scenerec.recommend.recommender import Recommender
 from scenerec.settings import Settings, load_settings
 from scenerec.stores.embeddings import Encoder
 from scenerec.stores.ingest import ingest_catalog

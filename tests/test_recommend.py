@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from scenerec.agent.recommender import Recommender
-from scenerec.agent.retrieval import reciprocal_rank_fusion
 from scenerec.errors import ScenerecError, StoreError, UnknownSceneError, UnknownUserError
 from scenerec.models import UserHistory
+from scenerec.recommend.recommender import Recommender
+from scenerec.recommend.retrieval import reciprocal_rank_fusion
 
 
 @pytest.fixture

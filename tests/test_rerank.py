@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenerec.agent.llm.base import BackendError, LLMBackend
-from scenerec.agent.llm.fake import FakeBackend
-from scenerec.agent.llm.parsing import close_truncated, looks_like_instruction, parse_json_object
-from scenerec.agent.rerank import (
+from scenerec.llm.base import BackendError, LLMBackend
+from scenerec.llm.fake import FakeBackend
+from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHistory
+from scenerec.prompts import quote
+from scenerec.rerank.parsing import close_truncated, parse_json_object
+from scenerec.rerank.reranker import (
     RerankCounters,
     Reranker,
     RerankRequest,
@@ -23,9 +25,8 @@ from scenerec.agent.rerank import (
     repair_order,
     template_explanation,
 )
-from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHistory
-from scenerec.prompts import quote
 from scenerec.settings import LLMSettings
+from scenerec.text_safety import looks_like_instruction
 
 ARTS = [
     "acrylic paint set 24 colours",
@@ -408,7 +409,7 @@ def test_truncated_json_is_closed() -> None:
 
 @pytest.mark.llm
 def test_real_model_injection_does_not_move_the_target(llm_cache_dir) -> None:
-    from scenerec.agent.llm import make_backend
+    from scenerec.llm import make_backend
 
     # float32: int8 quantizes activations per batch, so one prompt's text would nudge the others' scores
     backend = make_backend(LLMSettings(cache_dir=llm_cache_dir, options={"threads": 2, "int8": False}))

@@ -145,10 +145,10 @@ def test_factory_picks_cpu_float32(make_settings):
 
 def test_refresh_after_ingest(tiny_settings, tmp_path, encoder):
     """A newer ingest bumps the store version; the next lookup rebuilds the scene's index."""
-    from .conftest import TINY_HISTORIES, TINY_ITEMS, write_catalog
-
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
     from scenerec.stores.ingest import ingest_catalog
+
+    from .conftest import TINY_HISTORIES, TINY_ITEMS, write_catalog
 
     with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
         indexes = SceneIndexes(tiny_settings, rec.items, rec.cache, rec.encoder.name)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from scenerec.agent.batch_scoring import BatchScores, read_scores, shard_range
-from scenerec.agent.recommender import Recommender
 from scenerec.cli import cli
 from scenerec.errors import ScenerecError, UnknownSceneError, UnknownUserError
+from scenerec.recommend.batch_output import BatchScores, read_scores, shard_range
+from scenerec.recommend.recommender import Recommender
 
 
 @pytest.fixture

@@ -12,27 +12,26 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from scenerec.agent.recommender import Recommender
-from scenerec.agent.transfer.checkpoint import (
+from scenerec.cli import cli
+from scenerec.evaluation.tuning import LEXICAL_WEIGHTS, train_and_save
+from scenerec.recommend.recommender import Recommender
+from scenerec.settings import Settings, TransferSettings
+from scenerec.transfer.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
 )
-from scenerec.agent.transfer.data import START, cold_examples, mixed_examples
-from scenerec.agent.transfer.loading import (
-    LEXICAL_WEIGHTS,
+from scenerec.transfer.data import START, cold_examples, mixed_examples
+from scenerec.transfer.loading import (
     item_table,
     load_scorer,
-    train_and_save,
     training_data,
     vector_model,
 )
-from scenerec.agent.transfer.scorer import TransferScorer
-from scenerec.agent.transfer.train import train_transfer
-from scenerec.cli import cli
-from scenerec.settings import Settings, TransferSettings
+from scenerec.transfer.scorer import TransferScorer
+from scenerec.transfer.train import train_transfer
 
 pytestmark = pytest.mark.slow
 
@@ -196,9 +195,10 @@ def test_a_bad_checkpoint_is_a_clear_error_and_recommend_falls_back(rec, trained
 
 def test_the_evaluation_method_loads_the_checkpoint(rec, trained):
     from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
 
     save_checkpoint(checkpoint_path(rec.paths.root), trained[0].model, embedding_model=vector_model(rec))
-    report = evaluate(rec, ["transfer", "popularity"], split="valid", protocols=("full",), n_bootstrap=10)
+    report = evaluate(EvalData.from_recommender(rec, "valid"), ["transfer", "popularity"], split="valid", protocols=("full",), n_bootstrap=10)
     assert "transfer" in report.methods and not report.skipped
     for result in report.results:
         for scene in result.scenes.values():
@@ -207,8 +207,9 @@ def test_the_evaluation_method_loads_the_checkpoint(rec, trained):
 
 def test_the_evaluation_method_is_unavailable_without_a_checkpoint(rec):
     from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
 
-    report = evaluate(rec, ["transfer", "popularity"], split="valid", protocols=("full",), n_bootstrap=10)
+    report = evaluate(EvalData.from_recommender(rec, "valid"), ["transfer", "popularity"], split="valid", protocols=("full",), n_bootstrap=10)
     assert "transfer" in report.skipped and "scenerec train" in report.skipped["transfer"]
 
 
@@ -230,8 +231,8 @@ def test_train_command(data_copy):
 def test_fused_transfer_is_the_model_plus_bm25(rec, trained):
     """The `fused-transfer` method measures what `recommend` ships with a checkpoint: at BM25 weight 0
     its top 10 are the model's own; with BM25 weighted in, lists change but stay valid."""
-    from scenerec.agent.transfer.method import FusedTransferMethod, TransferMethod
     from scenerec.evaluation.methods import EvalData
+    from scenerec.evaluation.transfer_methods import FusedTransferMethod, TransferMethod
 
     save_checkpoint(checkpoint_path(rec.paths.root), trained[0].model, embedding_model=vector_model(rec))
     histories = [c.history for c in rec.items.cases("valid")[:20]]

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from scenerec.agent.transfer.data import START, ItemTable
-from scenerec.agent.transfer.memory import CooccurrenceMemory
-from scenerec.agent.transfer.scorer import TransferScorer
-from scenerec.agent.transfer.train import _Loss, train_transfer
 from scenerec.settings import TransferSettings
+from scenerec.transfer.data import START, ItemTable
+from scenerec.transfer.memory import CooccurrenceMemory
+from scenerec.transfer.scorer import TransferScorer
+from scenerec.transfer.train import _Loss, train_transfer
 
 TINY = TransferSettings(
     hidden=16,

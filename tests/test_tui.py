@@ -17,8 +17,8 @@ from textual.pilot import Pilot
 from textual.widgets import Input, LoadingIndicator, RichLog, Static
 from textual.worker import WorkerCancelled
 
-from scenerec.agent.llm.fake import FakeBackend
 from scenerec.errors import ScenerecError
+from scenerec.llm.fake import FakeBackend
 from scenerec.settings import Settings
 from scenerec.stores.embeddings import Encoder
 from scenerec.stores.ingest import IngestReport
@@ -337,8 +337,7 @@ class SlowEncoder(Encoder):
 @pytest.fixture
 def demo_app_factory(demo_settings: Settings, encoder: Encoder, tmp_path: Path):
     """The demo catalog with the fake backend and a fixed session id (so the screen is reproducible)."""
-    from scenerec.agent.conversation import pick_demo_user
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender, pick_demo_user
 
     with Recommender(demo_settings, encoder=encoder) as recommender:
         user_id, scene = pick_demo_user(recommender)

@@ -178,7 +178,7 @@ def compare(clean: dict, got: dict) -> tuple[int, int, str]:
 
 def recommend_works(data_dir: Path, k: int = 10) -> str:
     """'' when recommending (and searching) in a fresh process-free open works; else what failed."""
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     settings = load_settings(data_dir=data_dir, embedding={"show_progress": False})
@@ -240,8 +240,8 @@ def _session_driver(argv: list[str]) -> None:
     import argparse
 
     from scenerec.agent.conversation import Agent
-    from scenerec.agent.llm import make_backend
-    from scenerec.agent.recommender import Recommender
+    from scenerec.llm import make_backend
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import LLMSettings, TUISettings, load_settings
     from scenerec.stores.session_store import SessionStore
 
@@ -268,7 +268,7 @@ def _session_driver(argv: list[str]) -> None:
 
 def _score_driver(argv: list[str]) -> None:
     """Score every stored user in every scene a few times over (a batch job sharing the directory)."""
-    from scenerec.agent.recommender import Recommender
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
     data_dir, rounds = argv[0], int(argv[1])

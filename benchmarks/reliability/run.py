@@ -138,8 +138,8 @@ def damage_cases(demo_data: Path, work: Path) -> list[dict]:
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
     import test_integrity as cases  # the damage functions the tests use
 
-    from scenerec.agent.recommender import Recommender
     from scenerec.paths import DataPaths
+    from scenerec.recommend.recommender import Recommender
     from scenerec.settings import EmbeddingSettings, StoreSettings, load_settings
     from scenerec.stores.integrity import check_data_dir
 

@@ -19,18 +19,18 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..errors import ScenerecError, UnknownSceneError, UnknownUserError
+from ..llm.base import LLMBackend
 from ..models import HistoryEntry, Item, Recommendation, UserHistory
+from ..recommend.recommender import Recommender, pick_demo_user
 from ..settings import TUISettings
 from ..stores.session_store import ChatSession, Feedback, SessionStore, TurnRecord
 from ..text_safety import printable
-from .actions import ActionContext, AgentAction, action_schema, parse_model_answer, read_rules
-from .llm.base import LLMBackend
-from .recommender import Recommender
+from .actions import ACTIONS, ActionContext, AgentAction
+from .reading import MessageReader, Path_
 from .steering import Steering, steered_recommendations
 
 MAX_MESSAGE_CHARS = 20_000  # stored; the parsers read the first PARSE_CHARS
 PARSE_CHARS = 1_000
-Path_ = Literal["llm", "rules", "key"]
 ListCallback = Callable[[list[Recommendation]], None]
 
 HELP = (
@@ -79,6 +79,10 @@ class Reply(BaseModel):
     )
 
 
+# an action's handler: (draft session, action, reader path, message, start time, list callback) -> reply
+Handler = Callable[[ChatSession, AgentAction, Path_, str, float, "ListCallback | None"], Reply]
+
+
 def shown(text: str, limit: int = 120) -> str:
     """Untrusted text (a title, a wish) as it may appear in a reply: no escapes, no control characters."""
     return printable(text, limit)
@@ -88,22 +92,6 @@ def _adopt(session: ChatSession, draft: ChatSession) -> None:
     """Copy a stored draft's state into the caller's session object (which the UI holds on to)."""
     for name in ChatSession.model_fields:
         setattr(session, name, getattr(draft, name))
-
-
-def pick_demo_user(recommender: Recommender) -> tuple[str, str]:
-    """A user whose history in one scene is thinnest relative to the rest: the case transfer is for."""
-    scenes = recommender.items.scenes()
-    rows = [(u, recommender.items.history(u).scene_counts()) for u in recommender.items.users()]
-    if not rows or not scenes:
-        raise ScenerecError("the catalog has no users: ingest interactions first")
-    enough = min(8, max(sum(c.values()) for _, c in rows))
-    best = min(
-        (counts.get(scene, 0) / sum(counts.values()), user_id, scene)
-        for user_id, counts in rows
-        if sum(counts.values()) >= enough
-        for scene in scenes
-    )
-    return best[1], best[2]
 
 
 def evidence_sentence(rec: Recommendation) -> str:
@@ -137,11 +125,36 @@ class Agent:
         self.store = store
         self.settings = settings or TUISettings()
         self.backend = backend
-        self.parse_counts: Counter[str] = Counter()
-        self.backend_error: str | None = None  # set when the backend failed to load; not retried
+        self.reader = MessageReader(backend, self.settings)
+        # action -> handler: who carries out each action a message can be read as
+        self._handlers: dict[str, Handler] = {
+            "smalltalk": self._do_smalltalk,
+            "recommend": self._do_recommend,
+            "refine": self._do_refine,
+            "switch_scene": self._do_switch_scene,
+            "more_like": self._do_more_like,
+            "exclude": self._do_exclude,
+            "explain": self._do_explain,
+            "pick_user": self._do_pick_user,
+        }
+        assert set(self._handlers) == set(ACTIONS), "every action needs a handler"
         self._lock = threading.RLock()  # one action at a time: the UI calls from worker threads
         self._reranker = None
-        self._profiles: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
+        self._text_profiles: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
+
+    @property
+    def parse_counts(self) -> Counter[str]:
+        """Which reader produced each action, and why the model was not used."""
+        return self.reader.parse_counts
+
+    @property
+    def backend_error(self) -> str | None:
+        """Why the backend is not used any more (it failed once); None while it works."""
+        return self.reader.backend_error
+
+    @backend_error.setter
+    def backend_error(self, value: str | None) -> None:
+        self.reader.backend_error = value
 
     # --- sessions ---
 
@@ -222,7 +235,7 @@ class Agent:
         message = text[:MAX_MESSAGE_CHARS]
         with self._lock:
             context = self._context(session, selected)
-            action, path = self._read(printable(message[:PARSE_CHARS]), context)
+            action, path = self.reader.read(printable(message[:PARSE_CHARS]), context)
             return self._act(session, action, path, message, started, on_list)
 
     def act(self, session: ChatSession, action: AgentAction, *, on_list: ListCallback | None = None) -> Reply:
@@ -272,57 +285,6 @@ class Agent:
             selected=selected,
         )
 
-    def _read(self, message: str, context: ActionContext) -> tuple[AgentAction, Path_]:
-        """The message as an action, and which reader produced it (counted in `parse_counts`).
-
-        A keyword the rules are certain of ("why #2", "hide the first", "show me books") is not sent to
-        the model: an answer that disagreed would be overruled anyway, and one that agreed adds nothing
-        but seconds on a CPU. Everything else goes to the model first, then to the rules if the model is
-        missing, fails, or answers something unusable.
-        """
-        rules = read_rules(message, context)
-        reason = None
-        if self.backend is None or not self.settings.llm_actions:
-            reason = "llm_off"
-        elif self.backend_error is not None:
-            reason = "llm_unavailable"
-        elif rules.strong:
-            reason = "rules_certain"
-        else:
-            try:
-                answer = self.backend.chat(
-                    self._action_prompt(message, context),
-                    schema=action_schema(context),
-                    max_tokens=self.settings.action_max_tokens,
-                )
-            except ScenerecError as exc:  # BackendError, ModelNotAvailableError: not retried this run
-                self.backend_error = str(exc)
-                reason = "llm_unavailable"
-            else:
-                action = parse_model_answer(answer, message, context)
-                if action is not None:
-                    self.parse_counts["llm"] += 1
-                    if action.action == "explain" and not action.item_ids:
-                        action = action.model_copy(update={"item_ids": rules.action.item_ids})
-                    return action, "llm"
-                reason = "llm_unusable"
-        self.parse_counts["rules"] += 1
-        self.parse_counts[reason] += 1
-        return rules.action, "rules"
-
-    def _action_prompt(self, message: str, context: ActionContext) -> list[dict[str, str]]:
-        from .. import prompts
-
-        text = prompts.render(
-            "agent_action.txt",
-            scenes=list(context.scenes),
-            scene=context.scene,
-            shown=list(context.shown),
-            message=message,
-        )
-        system, _, user = text.partition("\n---\n")
-        return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
-
     # --- doing it ---
 
     def _act(
@@ -334,7 +296,7 @@ class Agent:
         started: float,
         on_list: ListCallback | None,
     ) -> Reply:
-        handler = getattr(self, f"_do_{action.action}")
+        handler = self._handlers[action.action]
         # the turn works on a copy; the session changes only once the turn is stored
         draft = session.model_copy(deep=True)
         try:
@@ -488,7 +450,7 @@ class Agent:
             list_changed=True,
             explained_by=explained_by,
         )
-        reply.text_profile = self._profiles.get((history.user_id, session.scene, tuple(history.item_ids)))
+        reply.text_profile = self._text_profiles.get((history.user_id, session.scene, tuple(history.item_ids)))
         return reply
 
     def _list_text(self, session: ChatSession, recs: list[Recommendation], intro: str) -> str:
@@ -514,7 +476,7 @@ class Agent:
         first k with the evidence template."""
         if not self.explains_with_llm or not recs:
             return recs[:k], "template"
-        from .rerank import RerankRequest
+        from ..rerank.reranker import RerankRequest
 
         request = RerankRequest(
             subject=history.user_id,
@@ -530,15 +492,15 @@ class Agent:
             self.backend_error = str(exc)
             return recs[:k], "template"
         if result.profile:
-            self._profiles[(history.user_id, scene, tuple(history.item_ids))] = result.profile
+            self._text_profiles[(history.user_id, scene, tuple(history.item_ids))] = result.profile
         return result.recommendations, "llm" if result.counters.llm_explanations else "template"
 
     def _llm_stage(self):
-        from ..stores.profile_store import ProfileStore
-        from .rerank import Reranker
+        from ..rerank.reranker import Reranker
+        from ..stores.text_profile_store import TextProfileStore
 
         if self._reranker is None:
-            store = ProfileStore.for_data_dir(self.recommender.settings.data_dir)
+            store = TextProfileStore.for_data_dir(self.recommender.settings.data_dir)
             self._reranker = Reranker(self.backend, self.recommender.settings.llm, store)  # type: ignore[arg-type]
         return self._reranker
 
@@ -548,14 +510,14 @@ class Agent:
             return None
         history = self.history(session)
         key = (history.user_id, session.scene, tuple(history.item_ids))
-        if key not in self._profiles:
+        if key not in self._text_profiles:
             try:
                 outcome = self._llm_stage().profiler.profiles([(history.user_id, history, session.scene)])[0]
             except ScenerecError as exc:
                 self.backend_error = str(exc)
                 return None
-            self._profiles[key] = outcome.text
-        return self._profiles[key]
+            self._text_profiles[key] = outcome.text
+        return self._text_profiles[key]
 
     def _finish(
         self,

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models import Recommendation, UserHistory
+from ..recommend.recommender import Recommender
+from ..recommend.retrieval import fused_candidates, lexical_query
 from .actions import STOPWORDS, Constraint
-from .batch_scoring import fused_candidates, lexical_query
-from .recommender import Recommender
 
 QUERY_WEIGHT = 0.6  # share of the steering vector in the dense query; the rest is the user's profile
 ANCHOR_WEIGHT = 0.75

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..agent.recommender import Recommender
 from ..paths import DataPaths, default_config_file
+from ..recommend.recommender import Recommender
 from ..settings import Settings
 from ..stores.ingest import ingest_catalog
 from ..text_safety import printable

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..agent.recommender import Recommender
 from ..paths import DataPaths
+from ..recommend.recommender import Recommender
 from ..settings import Settings
 from ..stores.ingest import ingest_catalog
 from .common import common_options, emit_json
@@ -48,6 +48,7 @@ def eval_command(
     which is ingested into --data-dir first. Without SOURCE, --data-dir is evaluated.
     """
     from ..evaluation.harness import evaluate
+    from ..evaluation.methods import EvalData
     from ..evaluation.report import markdown_report, write_report
 
     if source is not None:
@@ -58,7 +59,7 @@ def eval_command(
             ingest_catalog(source, settings)
     with Recommender.open(settings=settings) as recommender:
         report = evaluate(
-            recommender, _split_list(methods), split=split, settings=_split_list(settings_),
+            EvalData.from_recommender(recommender, split), _split_list(methods), split=split, settings=_split_list(settings_),
             protocols=_split_list(protocols), seed=seed, n_bootstrap=n_bootstrap, max_cases=max_cases,
             progress=progress,
         )

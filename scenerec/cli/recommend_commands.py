@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..agent.recommender import Recommender
 from ..paths import DataPaths, demo_catalog_dir
+from ..recommend.recommender import Recommender, pick_demo_user
 from ..settings import Settings
 from ..stores.ingest import ingest_catalog
 from .common import common_options, emit_json, format_recommendations
@@ -28,15 +28,14 @@ def recommend(
         raise click.UsageError("--backend and --model choose the LLM of --explain; add --explain")
     with Recommender.open(settings=settings) as recommender:
         if explain:
-            from ..agent.llm import make_backend
-            from ..agent.rerank import rerank_for_user
+            from ..llm import make_backend
 
             updates = {key: value for key, value in (("backend", backend), ("model", model)) if value}
             llm_settings = settings.llm.model_copy(update=updates)
             recommender.check_scene(scene)
             history = recommender.history(user_id)  # unknown users fail before a model loads
             with make_backend(llm_settings) as llm:
-                result = rerank_for_user(recommender, user_id, scene, k, llm, llm_settings, history=history)
+                result = recommender.recommend_explained(user_id, scene, k, llm, llm_settings, history=history)
             recommendations = result.recommendations
         else:
             recommendations = recommender.recommend(user_id, scene, k)
@@ -58,22 +57,6 @@ def users(settings: Settings, as_json: bool, limit: int) -> None:
         return
     for user_id, counts in rows.items():
         click.echo(f"{user_id:<16} " + "  ".join(f"{s}: {n}" for s, n in sorted(counts.items())))
-
-
-def pick_demo_user(recommender: Recommender) -> tuple[str, str]:
-    """A user whose history in some scene is thinnest relative to the rest: the transfer case."""
-    scenes = recommender.items.scenes()
-    best: tuple[float, str, str] | None = None
-    for user_id in recommender.items.users():
-        counts = recommender.history(user_id).scene_counts()
-        total = sum(counts.values())
-        for scene in scenes:
-            share = counts.get(scene, 0) / total
-            if total >= 8 and (best is None or (share, user_id, scene) < best):
-                best = (share, user_id, scene)
-    if best is None:
-        raise click.ClickException("the demo catalog has no user with enough history")
-    return best[1], best[2]
 
 
 @click.command()

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from ..agent.batch_scoring import FORMATS, part_name, shard_range
-from ..agent.recommender import Recommender
 from ..errors import ScenerecError
+from ..recommend.batch_output import FORMATS, part_name, shard_range
+from ..recommend.recommender import Recommender
 from ..settings import Settings
 from .common import common_options, emit_json
 

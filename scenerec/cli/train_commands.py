@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..agent.recommender import Recommender
+from ..recommend.recommender import Recommender
 from ..settings import Settings
 from ..stores.ingest import ingest_catalog
 from .common import common_options, emit_json
@@ -40,7 +40,7 @@ def train(
     `recommend` uses it from then on."""
     from tqdm import tqdm
 
-    from ..agent.transfer.loading import train_and_save
+    from ..evaluation.tuning import train_and_save
 
     overrides = {"max_epochs": epochs, "max_minutes": max_minutes, "seed": seed, "device": device}
     transfer = settings.transfer.model_copy(update={k: v for k, v in overrides.items() if v is not None})

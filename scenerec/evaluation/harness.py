@@ -370,7 +370,7 @@ def _select_cases(cases: list[Case], max_cases: int | None, seed: int) -> list[C
 
 
 def evaluate(
-    rec_or_data: object,
+    data: EvalData,
     methods: Sequence[str | RankingMethod],
     split: str = "test",
     settings: Sequence[str] = SETTINGS,
@@ -385,7 +385,8 @@ def evaluate(
 ) -> EvalReport:
     """Run every method on the split's cases in every setting and protocol; return the report.
 
-    `rec_or_data` is an open Recommender or an `EvalData` of the same split. Methods are registered
+    `data` is built for the same split (`EvalData.from_recommender(rec, split)` reads an open
+    Recommender's stores). Methods are registered
     names (see `methods.METHODS`) or RankingMethod instances; a registered method that cannot run here
     (module or checkpoint missing) is skipped and named in `report.skipped`.
     """
@@ -394,12 +395,8 @@ def evaluate(
         unknown = [v for v in value if v not in allowed]
         if unknown or not value:
             raise ScenerecError(f"unknown {what} {unknown} (choose from {', '.join(allowed)})")
-    if isinstance(rec_or_data, EvalData):
-        data = rec_or_data
-        if data.split != split:
-            raise ScenerecError(f"the evaluation data was built for split {data.split!r}, not {split!r}")
-    else:
-        data = EvalData.from_recommender(rec_or_data, split)  # type: ignore[arg-type]
+    if data.split != split:
+        raise ScenerecError(f"the evaluation data was built for split {data.split!r}, not {split!r}")
     known_scenes = set(data.scenes)
     all_cases = [c for c in data.cases if c.split == split]
     unknown_scene = [c for c in all_cases if c.target_scene not in known_scenes]

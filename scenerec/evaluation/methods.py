@@ -9,7 +9,6 @@ is sampled and how ranks are counted, so every method is measured the same way.
 from __future__ import annotations
 
 import importlib
-import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,13 +19,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from scipy import sparse
 
-from ..agent.profile import mean_profile, recency_weights
 from ..errors import ScenerecError, StoreError
 from ..models import Case
+from ..recommend.retrieval import (
+    DenseIndex,
+    fused_candidates,
+    mean_query,
+    recency_weights,
+    recent_titles_query,
+)
 from ..settings import RetrievalSettings, Settings
+from ..stores.item_store import read_histories
+from ..stores.scene_index import normalise
 
 if TYPE_CHECKING:
-    from ..agent.recommender import Recommender
+    from ..recommend.recommender import Recommender
 
 
 class UnknownMethodError(ScenerecError):
@@ -116,13 +123,6 @@ class EvalData:
         )
 
 
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as float32."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
-
-
 def _vector_lookup(
     scene_item_ids: dict[str, list[str]], scene_vectors: dict[str, np.ndarray]
 ) -> Callable[[Sequence[str]], np.ndarray]:
@@ -141,20 +141,6 @@ def _vector_lookup(
             raise StoreError(f"unknown item id {exc.args[0]!r}") from None
 
     return vector_of
-
-
-def read_histories(catalog_db: Path) -> dict[str, list[str]]:
-    """Every stored user's history (item ids, oldest first), in one read-only query."""
-    conn = sqlite3.connect(f"file:{catalog_db}?mode=ro", uri=True)
-    try:
-        histories: dict[str, list[str]] = {}
-        for user_id, item_id in conn.execute(
-            "SELECT user_id, item_id FROM interactions ORDER BY user_id, position"
-        ):
-            histories.setdefault(user_id, []).append(item_id)
-        return histories
-    finally:
-        conn.close()
 
 
 # --- the interface ---
@@ -290,8 +276,6 @@ class BM25Method(_DataMethod):
         return self._index[scene]
 
     def query(self, history: Sequence[str]) -> str:
-        from ..agent.batch_scoring import recent_titles_query
-
         assert self.history_items is not None
         titles = [self.data.item_title[i] for i in history if i in self.data.item_title]
         return recent_titles_query(titles, self.history_items)
@@ -328,26 +312,27 @@ class DenseMethod(_DataMethod):
         if self.decay is None:
             self.decay = data.retrieval.recency_decay
 
-    def profiles(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+    def query_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """The mean query of each history (zeros where it has no known item)."""
         dim = next((v.shape[1] for v in self.data.scene_vectors.values() if v.size), 0)
         out = np.zeros((len(histories), dim), dtype=np.float32)
         for r, history in enumerate(histories):
             known = [i for i in history if i in self.data.item_scene]
-            profile = mean_profile(self.data.vector_of(known), self.decay) if known else None
-            if profile is not None:
-                out[r] = profile
+            query = mean_query(self.data.vector_of(known), self.decay) if known else None
+            if query is not None:
+                out[r] = query
         return out
 
     def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
         items = self.data.scene_vectors[scene].astype(np.float64)
-        return self.profiles(histories).astype(np.float64) @ items.T
+        return self.query_vectors(histories).astype(np.float64) @ items.T
 
 
 class FusedMethod(_DataMethod):
-    """What `Recommender.recommend` ships, through the same functions: the exact dense top-N and the BM25
-    top-N (`batch_scoring.dense_lists` / `lexical_lists`, the history the method sees excluded first)
-    fused by `reciprocal_rank_fusion` with the retrieval settings' rrf_k, lexical_weight and candidate
-    counts; an empty history falls back to popularity, as the Recommender does.
+    """What `Recommender.recommend` ships, through the same function (`retrieval.fused_candidates`): the
+    exact dense top-N and the BM25 top-N (the history the method sees excluded first) fused by
+    reciprocal rank with the retrieval settings' rrf_k, lexical_weight and candidate counts; an empty
+    history falls back to popularity, as the Recommender does.
 
     The whole fused list is scored (its first 10 are what `recommend(k=10)` returns); items in neither
     list score 0, below every fused item (the harness counts them as tied). Popularity here counts the
@@ -361,12 +346,10 @@ class FusedMethod(_DataMethod):
         from ..stores.scene_index import index_class, make_index
 
         super().fit(data)
-        self._profiles = DenseMethod()
-        self._profiles.fit(data)
+        self._dense = DenseMethod()
+        self._dense.fit(data)
         self._bm25 = BM25Method()
         self._bm25.fit(data)
-        self._popularity = PopularityMethod()
-        self._popularity.fit(data)
         self._index = {}
         for scene in data.scenes:
             ids, vectors = data.scene_item_ids[scene], data.scene_vectors[scene]
@@ -376,41 +359,36 @@ class FusedMethod(_DataMethod):
                 self._index[scene] = index_class(None)(ids, vectors)
 
     def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
-        from ..agent.batch_scoring import lexical_lists
-        from ..agent.retrieval import reciprocal_rank_fusion
-
-        s = self.data.retrieval
+        settings = self.data.retrieval.model_copy(update={"lexical_weight": self.lexical_weight})
         known = [[i for i in h if i in self.data.item_scene] for h in histories]
-        empty = [not h for h in known]
-        excludes = [set(h) for h in known]
-        dense = self.dense_lists(known, scene, max(self.k, s.dense_candidates), excludes)
-        lexical = lexical_lists(
-            self._bm25.index(scene), [self._bm25.query(h) for h in known],
-            max(self.k, s.lexical_candidates), excludes,
+        fused = fused_candidates(
+            self.dense_index(scene), self._bm25.index(scene), self.query_vectors(known, scene),
+            [self._bm25.query(h) for h in known], [set(h) for h in known], self.k, settings,
+            keep=self._n(scene),
         )
         columns = self.data.scene_column[scene]
         out = np.zeros((len(histories), self._n(scene)))
         popular = self.data.scene_popularity[scene]
-        for r, (d, lx) in enumerate(zip(dense, lexical)):
-            if empty[r]:
+        for r, candidates in enumerate(fused):
+            if not known[r]:
                 out[r] = popular
                 continue
-            for item_id, fused_score, _ in reciprocal_rank_fusion([d, lx], [1.0, self.lexical_weight], s.rrf_k):
-                out[r, columns[item_id]] = fused_score
+            for candidate in candidates:
+                out[r, columns[candidate.item_id]] = candidate.score
         return out
 
     @property
     def lexical_weight(self) -> float:
         return self.data.retrieval.lexical_weight
 
-    def dense_lists(
-        self, histories: Sequence[Sequence[str]], scene: str, n: int, excludes: Sequence[set[str]]
-    ) -> list[list[str]]:
-        """The dense top-n per (non-empty) history: the mean profile against the exact scene index."""
-        from ..agent.batch_scoring import dense_lists
+    def dense_index(self, scene: str) -> DenseIndex:
+        """The exact index the query vectors are matched against."""
+        return self._index[scene]
 
-        profiles = self._profiles.profiles(histories)
-        return dense_lists(self._index[scene], [p if h else None for p, h in zip(profiles, histories)], n, excludes)
+    def query_vectors(self, histories: Sequence[Sequence[str]], scene: str) -> list[np.ndarray | None]:
+        """The mean query of each (non-empty) history; None for an empty one."""
+        vectors = self._dense.query_vectors(histories)
+        return [v if h else None for v, h in zip(vectors, histories)]
 
 
 # --- the registry ---
@@ -421,8 +399,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "bm25": ("scenerec.evaluation.methods", "BM25Method"),
     "dense": ("scenerec.evaluation.methods", "DenseMethod"),
     "fused": ("scenerec.evaluation.methods", "FusedMethod"),
-    "transfer": ("scenerec.agent.transfer.method", "TransferMethod"),
-    "fused-transfer": ("scenerec.agent.transfer.method", "FusedTransferMethod"),
+    "transfer": ("scenerec.evaluation.transfer_methods", "TransferMethod"),
+    "fused-transfer": ("scenerec.evaluation.transfer_methods", "FusedTransferMethod"),
 }
 
 BASELINES: tuple[str, ...] = ("popularity", "cooccurrence", "bm25", "dense", "fused")

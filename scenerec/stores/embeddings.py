@@ -108,15 +108,6 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def pick_device(device: str | None) -> str:
-    """The configured torch device, or CUDA when present, else CPU."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model from a local folder (by default the packaged all-MiniLM-L6-v2)."""
 
@@ -125,6 +116,8 @@ class SentenceTransformerEncoder(Encoder):
         self.batch_size = settings.batch_size
         _go_offline()
         from sentence_transformers import SentenceTransformer
+
+        from .scene_index import pick_device  # torch is imported with the model, not with this module
 
         self.device = pick_device(settings.device)
         try:

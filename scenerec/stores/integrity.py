@@ -26,7 +26,16 @@ from .embedding_cache import EmbeddingCache
 from .embeddings import Encoder
 from .item_store import ItemStore
 from .lexical import BM25Index
-from .sync import SceneSync, Stage, _no_stage, lexical_path, mark_synced, rebuild_lexical, sync_all, sync_scene
+from .sync import (
+    SceneSync,
+    Stage,
+    _no_stage,
+    lexical_path,
+    mark_synced,
+    rebuild_lexical,
+    sync_all,
+    sync_scene,
+)
 from .vector_store import VectorStore, forget_client
 
 log = logging.getLogger(__name__)

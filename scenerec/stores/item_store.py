@@ -224,3 +224,17 @@ class ItemStore:
             table: self._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in ("items", "interactions", "cases")
         }
+
+
+def read_histories(catalog_db: Path) -> dict[str, list[str]]:
+    """Every stored user's history (item ids, oldest first), in one read-only query."""
+    conn = sqlite3.connect(f"file:{catalog_db}?mode=ro", uri=True)
+    try:
+        histories: dict[str, list[str]] = {}
+        for user_id, item_id in conn.execute(
+            "SELECT user_id, item_id FROM interactions ORDER BY user_id, position"
+        ):
+            histories.setdefault(user_id, []).append(item_id)
+        return histories
+    finally:
+        conn.close()

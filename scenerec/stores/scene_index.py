@@ -323,15 +323,19 @@ class CUDASceneIndex(SceneIndex):
         return query.to(self.dtype)
 
 
+def pick_device(device: str | None) -> str:
+    """The one device choice of encoding, the scene index and training: the configured torch device, or
+    (None) CUDA when present, else CPU; a CUDA device asked for on a machine without one is an error."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StoreError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return device
+
+
 def index_class(device: str | None) -> type[SceneIndex]:
     """CUDA when asked for or (device None) when present, else CPU."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StoreError(f"device {device!r} asked for, but torch sees no CUDA device")
-        return CUDASceneIndex
-    return CPUSceneIndex
+    return CUDASceneIndex if pick_device(device).startswith("cuda") else CPUSceneIndex
 
 
 def make_index(
@@ -399,3 +403,10 @@ class SceneIndexes:
     def query(self, scene: str, vectors: np.ndarray, n: int) -> list[list[tuple[str, float]]]:
         """Same shape as `VectorStore.query`, exact: usable wherever a dense candidate list is needed."""
         return self.get(scene).query(vectors, n)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)

@@ -21,11 +21,11 @@ from textual.worker import Worker, WorkerState
 
 from ..agent.actions import AgentAction
 from ..agent.conversation import Agent, ProfileView, Reply
-from ..agent.llm.base import LLMBackend
-from ..agent.recommender import Recommender
 from ..errors import ScenerecError
+from ..llm.base import LLMBackend
 from ..models import Recommendation
 from ..paths import DataPaths, demo_catalog_dir
+from ..recommend.recommender import Recommender
 from ..settings import Settings
 from ..stores.embeddings import Encoder
 from ..stores.ingest import IngestReport
@@ -141,7 +141,7 @@ class ScenerecApp(App[None]):
     def _make_backend(self) -> LLMBackend | None:
         if self.backend_choice != "settings":
             return self.backend_choice  # type: ignore[return-value]
-        from ..agent.llm import make_backend
+        from ..llm import make_backend
 
         try:
             return make_backend(self.settings.llm)

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from ..text_safety import printable
 
-if TYPE_CHECKING:
-    from .app import ScenerecApp
-
 DISCOVER = 20  # users listed before anything is typed
+
+
+class PicksUsers(Protocol):
+    """What the provider needs of the app: the users to offer and how to switch to one."""
+
+    user_choices: Sequence[tuple[str, str]]
+
+    def pick_user(self, user_id: str) -> None: ...
 
 
 class UserCommands(Provider):
     """One command per known user: "Pick user tr12", with their history size per scene as help."""
 
     @property
-    def _app(self) -> ScenerecApp:
+    def _app(self) -> PicksUsers:
         return self.app  # type: ignore[return-value]
 
     async def discover(self) -> Hits:

@@ -10,25 +10,9 @@ import json
 import re
 from typing import Any
 
+from ..text_safety import printable
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-
-# Text that reads like an instruction to the model rather than a description of an item.
-INSTRUCTION_LIKE = re.compile(
-    r"\b(ignore|disregard|forget|override)\W+(?:(?:all|any|the|previous|prior|above|earlier|your|of|these)\W+)*"
-    r"(instructions?|prompts?|rules|directions|guidelines)\b"
-    r"|\b(system prompt|you are now|new instructions?|developer mode)\b"
-    r"|\b(recommend|rank|rate|place|put|list|choose|pick)\b[^.!?\n]{0,40}\b(first|at the top|top of|above all|"
-    r"highest|number one|#1)\b"
-    r"|\b(always|only)\W+(say|answer|choose|pick|recommend)\b"
-    r"|\banswer\W+(yes|no)\b",
-    re.IGNORECASE,
-)
-
-
-def looks_like_instruction(text: str) -> bool:
-    """True for text that addresses the model ("ignore previous instructions", "rank this first")."""
-    return bool(INSTRUCTION_LIKE.search(text))
-
 
 def close_truncated(text: str) -> str:
     """`text` with an open string, object and array closed, so JSON cut off by a token limit parses."""
@@ -98,8 +82,6 @@ def _drop_last_member(text: str) -> str | None:
 
 def clean_field(value: Any, limit: int) -> tuple[str, bool]:
     """A model-written text field as one printable line of at most `limit` characters; was it cut?"""
-    from ...text_safety import printable
-
     if not isinstance(value, str):
         return "", False
     text = " ".join(printable(value).replace("«", '"').replace("»", '"').split())

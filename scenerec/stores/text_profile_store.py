@@ -16,12 +16,12 @@ from ..paths import DataPaths
 from .sqlite_util import connect, migrate
 
 
-def profile_db_path(paths: DataPaths) -> Path:
+def text_profile_db_path(paths: DataPaths) -> Path:
     """Where a data directory keeps its profiles."""
     return paths.root / "profiles.sqlite"
 
 
-class StoredProfile(BaseModel):
+class StoredTextProfile(BaseModel):
     subject: str
     scene: str
     model: str
@@ -46,7 +46,7 @@ def m001_profiles(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [m001_profiles]
 
 
-class ProfileStore:
+class TextProfileStore:
     """Transferred text profiles keyed by subject, scene and model, valid for one inputs hash."""
 
     def __init__(self, path: Path) -> None:
@@ -55,8 +55,8 @@ class ProfileStore:
         migrate(self.conn, MIGRATIONS)
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> ProfileStore:
-        return cls(profile_db_path(DataPaths(data_dir)))
+    def for_data_dir(cls, data_dir: Path) -> TextProfileStore:
+        return cls(text_profile_db_path(DataPaths(data_dir)))
 
     def get(self, subject: str, scene: str, model: str, inputs_hash: str) -> str | None:
         """The stored profile if it was written from exactly these inputs, else None."""
@@ -68,7 +68,7 @@ class ProfileStore:
             return None
         return row[1]
 
-    def put(self, profile: StoredProfile) -> None:
+    def put(self, profile: StoredTextProfile) -> None:
         self.conn.execute(
             """INSERT INTO profiles (subject, scene, model, inputs_hash, profile) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (subject, scene, model) DO UPDATE SET
@@ -82,7 +82,7 @@ class ProfileStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> ProfileStore:
+    def __enter__(self) -> TextProfileStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

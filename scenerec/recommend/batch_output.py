@@ -1,96 +1,14 @@
-"""Batch scoring: the recommend pipeline for many users at once, and its parquet/CSV output.
-
-`fused_candidates` is the one implementation of "dense top-N + BM25 top-N, fused by reciprocal rank"
-behind both `Recommender.recommend` (a batch of one) and `Recommender.score_batch`; so the two agree
-by construction. The dense lists come from the exact scene index (one matrix product for the batch),
-the BM25 lists from the scene's BM25 index.
-"""
+"""Batch scoring's output: `BatchScores` (top-k per user), its parquet/CSV files, and shards of a user list."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
-import numpy as np
 
 from ..errors import ScenerecError
-from ..models import UserHistory
-from ..settings import RetrievalSettings
-from ..stores.scene_index import SceneIndex
-from .retrieval import Candidate, reciprocal_rank_fusion
 
 FORMATS = (".parquet", ".csv")
 COLUMNS = ("user_id", "rank", "item_id", "score")
-
-
-class _Lexical(Protocol):
-    def search(
-        self, query: str, top_n: int, exclude: Collection[str] = ...
-    ) -> list[tuple[str, float]]: ...
-
-
-def lexical_query(history: UserHistory, settings: RetrievalSettings) -> str:
-    """The BM25 query of a history: its most recent titles."""
-    return recent_titles_query([e.title for e in history.entries], settings.lexical_history_items)
-
-
-def recent_titles_query(titles: Sequence[str], n: int) -> str:
-    """The last n titles (oldest first) as one BM25 query."""
-    return " ".join(titles[-n:]) if n > 0 else ""
-
-
-def dense_lists(
-    index: SceneIndex, profiles: Sequence[np.ndarray | None], n: int, excludes: Sequence[Collection[str]]
-) -> list[list[str]]:
-    """Exact top-n item ids per profile (none of its exclusions); [] where the profile is None."""
-    rows = [r for r, p in enumerate(profiles) if p is not None]
-    out: list[list[str]] = [[] for _ in profiles]
-    if not rows or len(index) == 0:
-        return out
-    queries = np.stack([profiles[r] for r in rows]).astype(np.float32, copy=False)
-    found = index.search(queries, n, [excludes[r] for r in rows])
-    ids = index.ids
-    for r, positions in zip(rows, found.indices.tolist()):
-        out[r] = [ids[p] for p in positions if p >= 0]
-    return out
-
-
-def lexical_lists(
-    index: _Lexical | None, queries: Sequence[str], n: int, excludes: Sequence[Collection[str]]
-) -> list[list[str]]:
-    """BM25 top-n item ids per query (none of its exclusions); [] for a blank query or no index."""
-    if index is None:
-        return [[] for _ in queries]
-    return [
-        [item_id for item_id, _ in index.search(q, n, exclude=ex)] if q.strip() else []
-        for q, ex in zip(queries, excludes)
-    ]
-
-
-def fused_candidates(
-    index: SceneIndex,
-    lexical: _Lexical | None,
-    profiles: Sequence[np.ndarray | None],
-    queries: Sequence[str],
-    excludes: Sequence[Collection[str]],
-    n: int,
-    settings: RetrievalSettings,
-) -> list[list[Candidate]]:
-    """Per user, up to n candidates best first: dense and BM25 lists fused by reciprocal rank."""
-    dense = dense_lists(index, profiles, max(n, settings.dense_candidates), excludes)
-    lexical_ids = lexical_lists(lexical, queries, max(n, settings.lexical_candidates), excludes)
-    out = []
-    for d, lx in zip(dense, lexical_ids):
-        fused = reciprocal_rank_fusion([d, lx], [1.0, settings.lexical_weight], settings.rrf_k)
-        out.append(
-            [Candidate(item_id=i, score=s, dense_rank=r[0], lexical_rank=r[1]) for i, s, r in fused[:n]]
-        )
-    return out
-
-
-# --- results ---
 
 
 @dataclass

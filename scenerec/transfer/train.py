@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ...settings import TransferSettings
+from ..settings import TransferSettings
+from ..stores.scene_index import pick_device
 from .data import FIRST_ITEM, Batch, Example, ItemTable, collate, epoch_examples
 from .memory import CooccurrenceMemory, TextNeighbours
 from .model import TransferModel
@@ -50,12 +51,6 @@ class TrainResult:
     @property
     def best_valid(self) -> dict[str, float]:
         return next((e.valid for e in self.epochs if e.epoch == self.best_epoch), {})
-
-
-def pick_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # --- validation (the harness's conventions: history excluded, ties at their expected rank) ---
@@ -256,7 +251,7 @@ def train_transfer(
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    device = pick_device(settings.device)
+    device = torch.device(pick_device(settings.device))
     model = TransferModel(settings, table.dim, table.scenes, table.item_ids)
     model.set_whitening(table.vectors[FIRST_ITEM:])
     model.to(device)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ...settings import LLMSettings
+from ..settings import LLMSettings
 from .base import (
     BackendError,
     Conversation,

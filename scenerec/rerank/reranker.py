@@ -21,21 +21,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from .. import prompts
+from ..llm.base import BackendError, Conversation, LLMBackend
 from ..models import Item, Recommendation, UserHistory
 from ..settings import LLMSettings
-from ..stores.profile_store import ProfileStore
+from ..stores.text_profile_store import TextProfileStore
 from ..text_safety import reads_like_instruction
-from .llm.base import BackendError, Conversation, LLMBackend
-from .llm.parsing import clean_field, parse_json_object
+from .parsing import clean_field, parse_json_object
 from .text_profile import TextProfiler, UserContext, history_lines
-
-if TYPE_CHECKING:
-    from .recommender import Recommender
 
 YES_LABELS = ("yes", "Yes")
 NO_LABELS = ("no", "No")
@@ -133,7 +130,7 @@ class Reranker:
     """The LLM stage: profile, scores, fusion, explanations, for one user or many."""
 
     def __init__(
-        self, backend: LLMBackend, settings: LLMSettings, profiles: ProfileStore | None = None
+        self, backend: LLMBackend, settings: LLMSettings, profiles: TextProfileStore | None = None
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -152,7 +149,7 @@ class Reranker:
         """Rerank many users; backends that batch get every user's prompts of a step in one call."""
         states = [self._prepare(r) for r in requests]
         for group in self._groups(states):
-            self._profiles(group)
+            self._text_profiles(group)
             for state in group:
                 state.context = self._context(state)
             if self.settings.rerank_weight > 0:
@@ -203,7 +200,7 @@ class Reranker:
         state.withheld = withheld
         return state
 
-    def _profiles(self, group: list[_State]) -> None:
+    def _text_profiles(self, group: list[_State]) -> None:
         if not self.settings.use_profile:
             return
         wanted = [s for s in group if s.request.history.entries and s.candidates]
@@ -562,97 +559,31 @@ def _normal(text: str) -> str:
     return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
 
 
-# --- thin entry points over the Recommender ---
-
-
-def rerank_for_user(
-    recommender: Recommender,
-    user_id: str,
-    scene: str,
-    k: int,
-    backend: LLMBackend,
-    settings: LLMSettings | None = None,
-    *,
-    history: UserHistory | None = None,
-    explain: bool = True,
-) -> RerankResult:
-    """`recommend`, then the LLM stage: the top `llm.candidates` retrieved, reranked, the top k explained."""
-    settings = settings or recommender.settings.llm
-    history = history if history is not None else recommender.history(user_id)
-    n = max(k, settings.candidates)
-    candidates = recommender.recommend_for_history(history, scene, n)
-    if settings.use_profile and settings.profile_query_weight > 0 and history.entries:
-        candidates = _with_profile_query(recommender, user_id, history, scene, candidates, backend, settings, n)
-    return rerank_batch(
-        recommender,
-        [history],
-        scene,
-        [candidates],
-        backend,
-        k=k,
-        settings=settings,
-        explain=explain,
-        subjects=[user_id],
-    )[0]
-
-
 def rerank_batch(
-    recommender: Recommender,
     histories: Sequence[UserHistory],
     scene: str,
     candidates_per_user: Sequence[Sequence[Recommendation]],
     backend: LLMBackend,
+    settings: LLMSettings,
+    items: Mapping[str, Item],
     *,
+    store: TextProfileStore | None = None,
     k: int = 10,
-    settings: LLMSettings | None = None,
     explain: bool = True,
     subjects: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[RerankResult]:
-    """The LLM stage for many users of one scene (what `score_batch(..., rerank=True)` calls).
+    """The LLM stage for many users of one scene; `items` holds the candidates' texts, `store` the cached
+    text profiles (used when `settings.use_profile`).
 
     Backends that batch (vLLM, a server) get all users' prompts of each step in one call; `progress` is
     called with the number of users finished after each group.
     """
     if len(histories) != len(candidates_per_user):
         raise ValueError("one candidate list per history")
-    settings = settings or recommender.settings.llm
-    ids = list(dict.fromkeys(c.item_id for cands in candidates_per_user for c in cands))
-    items = recommender.items.get_items(ids)
     subjects = list(subjects) if subjects is not None else [h.user_id for h in histories]
     requests = [
         RerankRequest(subject=s, history=h, scene=scene, candidates=list(c), k=k, items=items)
         for s, h, c in zip(subjects, histories, candidates_per_user)
     ]
-    store = ProfileStore.for_data_dir(recommender.settings.data_dir) if settings.use_profile else None
-    try:
-        return Reranker(backend, settings, store).rerank_many(requests, explain=explain, progress=progress)
-    finally:
-        if store is not None:
-            store.close()
-
-
-def _with_profile_query(
-    recommender: Recommender,
-    user_id: str,
-    history: UserHistory,
-    scene: str,
-    candidates: list[Recommendation],
-    backend: LLMBackend,
-    settings: LLMSettings,
-    n: int,
-) -> list[Recommendation]:
-    """The candidates fused (reciprocal rank) with the BM25 hits of the user's text profile."""
-    from .retrieval import Candidate, reciprocal_rank_fusion
-
-    with ProfileStore.for_data_dir(recommender.settings.data_dir) as store:
-        profile = TextProfiler(backend, settings, store).profiles([(user_id, history, scene)])[0].text
-    index = recommender.lexical.get(scene)
-    if not profile or index is None:
-        return candidates
-    hits = [i for i, _ in index.search(profile, n, exclude=set(history.item_ids))]
-    fused = reciprocal_rank_fusion(
-        [[c.item_id for c in candidates], hits], [1.0, settings.profile_query_weight],
-        recommender.settings.retrieval.rrf_k,
-    )[:n]
-    return recommender.with_evidence([Candidate(item_id=i, score=s) for i, s, _ in fused], history, scene)
+    return Reranker(backend, settings, store).rerank_many(requests, explain=explain, progress=progress)

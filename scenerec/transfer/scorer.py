@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from ...stores.scene_index import TopK
+from ..stores.scene_index import TopK
 from .data import FIRST_ITEM, ItemTable, eval_tokens
 from .model import TransferModel
 

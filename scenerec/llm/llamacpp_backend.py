@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ...settings import LLMSettings
+from ..settings import LLMSettings
 from .base import Conversation, JSONSchema, LLMBackend, ModelLoadError, missing_package
 from .model_files import resolve_model
 

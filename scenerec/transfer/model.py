@@ -26,7 +26,7 @@ from scipy import sparse
 from torch import nn
 from torch.nn import functional as F
 
-from ...settings import TransferSettings
+from ..settings import TransferSettings
 from .data import FIRST_ITEM, PAD, ItemTable
 from .memory import CooccurrenceMemory, TextNeighbours
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import prompts
+from ..llm.base import BackendError, Conversation, LLMBackend
 from ..models import HistoryEntry, UserHistory
 from ..settings import LLMSettings
-from ..stores.profile_store import ProfileStore, StoredProfile
+from ..stores.text_profile_store import StoredTextProfile, TextProfileStore
 from ..text_safety import reads_like_instruction
-from .llm.base import BackendError, Conversation, LLMBackend
-from .llm.parsing import clean_field, parse_json_object
+from .parsing import clean_field, parse_json_object
 
 PROFILE_CHARS = 200
 
@@ -89,7 +89,7 @@ def history_lines(
 
 
 @dataclass
-class ProfileOutcome:
+class TextProfileOutcome:
     text: str | None
     cached: bool = False
     failed: bool = False
@@ -98,7 +98,7 @@ class ProfileOutcome:
 class TextProfiler:
     """Writes transferred text profiles, reusing stored ones while their inputs are unchanged."""
 
-    def __init__(self, backend: LLMBackend, settings: LLMSettings, store: ProfileStore | None = None) -> None:
+    def __init__(self, backend: LLMBackend, settings: LLMSettings, store: TextProfileStore | None = None) -> None:
         self.backend = backend
         self.settings = settings
         self.store = store
@@ -117,19 +117,19 @@ class TextProfiler:
     def context_for(self, history: UserHistory, scene: str) -> UserContext:
         return UserContext(history_lines(history, self.settings.history_items, outside_scene=scene))
 
-    def profiles(self, requests: Sequence[tuple[str, UserHistory, str]]) -> list[ProfileOutcome]:
+    def profiles(self, requests: Sequence[tuple[str, UserHistory, str]]) -> list[TextProfileOutcome]:
         """Profiles for (subject, history, scene) requests: stored ones reused, the rest written in a batch."""
-        outcomes: list[ProfileOutcome | None] = []
+        outcomes: list[TextProfileOutcome | None] = []
         pending: list[tuple[int, str, str, str, UserContext]] = []
         for index, (subject, history, scene) in enumerate(requests):
             context = self.context_for(history, scene)
             if not context.lines:
-                outcomes.append(ProfileOutcome(None))
+                outcomes.append(TextProfileOutcome(None))
                 continue
             digest = self.inputs_hash(context, scene)
             stored = self.store.get(subject, scene, self.backend.model_name, digest) if self.store else None
             if stored is not None:
-                outcomes.append(ProfileOutcome(stored or None, cached=True, failed=not stored))
+                outcomes.append(TextProfileOutcome(stored or None, cached=True, failed=not stored))
                 continue
             outcomes.append(None)
             pending.append((index, subject, scene, digest, context))
@@ -147,10 +147,10 @@ class TextProfiler:
                 answers = [""] * len(pending)
             for (index, subject, scene, digest, _), answer in zip(pending, answers):
                 text = read_profile(answer)
-                outcomes[index] = ProfileOutcome(text, failed=text is None)
+                outcomes[index] = TextProfileOutcome(text, failed=text is None)
                 if self.store is not None:
                     self.store.put(
-                        StoredProfile(
+                        StoredTextProfile(
                             subject=subject,
                             scene=scene,
                             model=self.backend.model_name,
@@ -158,7 +158,7 @@ class TextProfiler:
                             profile=text or "",
                         )
                     )
-        return [o if o is not None else ProfileOutcome(None, failed=True) for o in outcomes]
+        return [o if o is not None else TextProfileOutcome(None, failed=True) for o in outcomes]
 
 
 def profile_schema() -> dict:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import importlib
 
-from ...settings import LLMSettings
+from ..settings import LLMSettings
 from .base import LLMBackend, UnknownBackendError
 
 BACKENDS: dict[str, tuple[str, str]] = {
-    "transformers": ("scenerec.agent.llm.transformers_backend", "TransformersBackend"),
-    "vllm": ("scenerec.agent.llm.vllm_backend", "VLLMBackend"),
-    "openai": ("scenerec.agent.llm.openai_backend", "OpenAIBackend"),
-    "llamacpp": ("scenerec.agent.llm.llamacpp_backend", "LlamaCppBackend"),
-    "fake": ("scenerec.agent.llm.fake", "FakeBackend"),
+    "transformers": ("scenerec.llm.transformers_backend", "TransformersBackend"),
+    "vllm": ("scenerec.llm.vllm_backend", "VLLMBackend"),
+    "openai": ("scenerec.llm.openai_backend", "OpenAIBackend"),
+    "llamacpp": ("scenerec.llm.llamacpp_backend", "LlamaCppBackend"),
+    "fake": ("scenerec.llm.fake", "FakeBackend"),
 }
 
 

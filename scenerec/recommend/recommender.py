@@ -11,9 +11,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from ..errors import ScenerecError, StoreError, UnknownSceneError, UnknownUserError
-from ..models import Evidence, Item, Recommendation, SceneInfo, UserHistory
+from ..llm.registry import make_backend
+from ..models import Item, Recommendation, SceneInfo, UserHistory
 from ..paths import DataPaths
-from ..settings import Settings, load_settings
+from ..rerank.reranker import RerankResult, rerank_batch
+from ..rerank.text_profile import TextProfiler
+from ..settings import LLMSettings, Settings, load_settings
 from ..stores.embedding_cache import EmbeddingCache
 from ..stores.embeddings import Encoder
 from ..stores.integrity import (
@@ -26,17 +29,27 @@ from ..stores.integrity import (
 )
 from ..stores.item_store import ItemStore
 from ..stores.lexical_indexes import LexicalIndexes
-from ..stores.scene_index import SceneIndex, SceneIndexes
+from ..stores.scene_index import SceneIndexes
 from ..stores.sync import LazyEncoder, rebuild_lexical
+from ..stores.text_profile_store import TextProfileStore
 from ..stores.vector_store import VectorStore
 from ..stores.write_lock import WriteLock
-from .batch_scoring import BatchScores, fused_candidates, lexical_query
-from .profile import mean_profile
-from .retrieval import Candidate, CandidateRetriever, reciprocal_rank_fusion
+from ..transfer.loading import checkpoint_stamp, open_transfer
+from ..transfer.scorer import TransferScorer
+from .batch_output import BatchScores
+from .retrieval import (
+    Candidate,
+    DenseIndex,
+    fused_candidates,
+    lexical_lists,
+    lexical_query,
+    mean_query,
+    reciprocal_rank_fusion,
+    with_nearest_evidence,
+)
 
 if TYPE_CHECKING:
-    from .llm.base import LLMBackend
-    from .transfer.scorer import TransferScorer
+    from ..llm.base import LLMBackend
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +87,6 @@ class Recommender:
         # durable index and serves `search_items`
         self.scene_indexes = SceneIndexes(
             settings, self.items, self.cache, lambda: self._vector_model or self.encoder.name
-        )
-        self.retriever = CandidateRetriever(
-            self.scene_indexes, self.lexical, settings.retrieval  # type: ignore[arg-type]
         )
         self._stamp = self.items.stamp()
         self._maintain()
@@ -241,21 +251,19 @@ class Recommender:
         ids = list(dict.fromkeys(i for h in histories for i in h.item_ids))
         vectors = self.item_vectors(ids)
         row = {item_id: r for r, item_id in enumerate(ids)}
-        return [mean_profile(vectors[[row[i] for i in h.item_ids]], decay) for h in histories]
+        return [mean_query(vectors[[row[i] for i in h.item_ids]], decay) for h in histories]
 
-    def dense_index(self, scene: str) -> SceneIndex:
+    def dense_index(self, scene: str) -> DenseIndex:
         """The exact index of the scene's items in the space `user_vectors` returns."""
         transfer = self.transfer
         if transfer is not None and transfer.covers(scene):
-            return transfer.index(scene)  # type: ignore[return-value]  # same search interface
+            return transfer.index(scene)
         return self.scene_indexes.get(scene)
 
     @property
     def transfer(self) -> TransferScorer | None:
         """The data directory's trained transfer model; None without a usable checkpoint (a corrupt
-        or mismatched one is logged as a warning), when `user_vectors` uses the mean profile."""
-        from .transfer.loading import checkpoint_stamp, open_transfer
-
+        or mismatched one is logged as a warning), when `user_vectors` uses the mean query."""
         stamp = checkpoint_stamp(self)  # reloaded after a new ingest or a new checkpoint
         if self._transfer is None or self._transfer[0] != stamp:
             self._transfer = (stamp, open_transfer(self))
@@ -298,8 +306,6 @@ class Recommender:
         self._check_k(k)
         self.check_scene(scene)
         if rerank and backend is None:
-            from .llm.registry import make_backend
-
             backend = make_backend(self.settings.llm)
         result = BatchScores(scene=scene, k=k)
         for start in range(0, len(user_ids), batch_size):
@@ -330,13 +336,84 @@ class Recommender:
     def _reranked(
         self, histories: Sequence[UserHistory], scene: str, k: int, backend: LLMBackend
     ) -> list[list[tuple[str, float]]]:
-        from .rerank import rerank_batch
-
         n = max(k, self.settings.llm.candidates)
         found = self.candidates(histories, scene, n, [set(h.item_ids) for h in histories])
         candidates = [self.with_evidence(c, h, scene) for c, h in zip(found, histories)]
-        results = rerank_batch(self, histories, scene, candidates, backend, k=k, explain=False)
+        results = self.rerank_batch(histories, scene, candidates, backend, k=k, explain=False)
         return [[(r.item_id, r.score) for r in result.recommendations[:k]] for result in results]
+
+    # --- the LLM stage ---
+
+    def recommend_explained(
+        self,
+        user_id: str,
+        scene: str,
+        k: int,
+        backend: LLMBackend,
+        settings: LLMSettings | None = None,
+        *,
+        history: UserHistory | None = None,
+        explain: bool = True,
+    ) -> RerankResult:
+        """`recommend`, then the LLM stage: the top `llm.candidates` retrieved, reranked, the top k explained."""
+        settings = settings or self.settings.llm
+        history = history if history is not None else self.history(user_id)
+        n = max(k, settings.candidates)
+        candidates = self.recommend_for_history(history, scene, n)
+        if settings.use_profile and settings.profile_query_weight > 0 and history.entries:
+            candidates = self._with_text_profile_query(user_id, history, scene, candidates, backend, settings, n)
+        return self.rerank_batch(
+            [history], scene, [candidates], backend, k=k, settings=settings, explain=explain, subjects=[user_id]
+        )[0]
+
+    def rerank_batch(
+        self,
+        histories: Sequence[UserHistory],
+        scene: str,
+        candidates_per_user: Sequence[Sequence[Recommendation]],
+        backend: LLMBackend,
+        *,
+        k: int = 10,
+        settings: LLMSettings | None = None,
+        explain: bool = True,
+        subjects: Sequence[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[RerankResult]:
+        """The LLM stage for many users of one scene (what `score_batch(..., rerank=True)` calls), with the
+        candidates' texts from the item table and text profiles cached in the data directory."""
+        settings = settings or self.settings.llm
+        items = self.items.get_items(list(dict.fromkeys(c.item_id for cands in candidates_per_user for c in cands)))
+        store = TextProfileStore.for_data_dir(self.settings.data_dir) if settings.use_profile else None
+        try:
+            return rerank_batch(
+                histories, scene, candidates_per_user, backend, settings, items, store=store, k=k,
+                explain=explain, subjects=subjects, progress=progress,
+            )
+        finally:
+            if store is not None:
+                store.close()
+
+    def _with_text_profile_query(
+        self,
+        user_id: str,
+        history: UserHistory,
+        scene: str,
+        candidates: list[Recommendation],
+        backend: LLMBackend,
+        settings: LLMSettings,
+        n: int,
+    ) -> list[Recommendation]:
+        """The candidates fused (reciprocal rank) with the BM25 hits of the user's text profile."""
+        with TextProfileStore.for_data_dir(self.settings.data_dir) as store:
+            text_profile = TextProfiler(backend, settings, store).profiles([(user_id, history, scene)])[0].text
+        index = self.lexical.get(scene)
+        if not text_profile or index is None:
+            return candidates
+        hits = [i for i, _ in index.search(text_profile, n, exclude=set(history.item_ids))]
+        fused = reciprocal_rank_fusion(
+            [[c.item_id for c in candidates], hits], [1.0, settings.profile_query_weight], self.settings.retrieval.rrf_k
+        )[:n]
+        return self.with_evidence([Candidate(item_id=i, score=s) for i, s, _ in fused], history, scene)
 
     def with_evidence(
         self, candidates: Sequence[Candidate], history: UserHistory, scene: str
@@ -352,39 +429,15 @@ class Recommender:
         return self._with_evidence(candidates, history, self.item_vectors(history.item_ids), scene)
 
     def _with_evidence(
-        self, candidates: Sequence, history: UserHistory, history_vectors: np.ndarray, scene: str
+        self, candidates: Sequence[Candidate], history: UserHistory, history_vectors: np.ndarray, scene: str
     ) -> list[Recommendation]:
         if not candidates:
             return []
         ids = [c.item_id for c in candidates]
-        items = self.items.get_items(ids)
-        similarity = self.item_vectors(ids) @ history_vectors.T
-        n_evidence = self.settings.retrieval.evidence_items
-        results = []
-        for row, candidate in enumerate(candidates):
-            order = np.argsort(-similarity[row], kind="stable")
-            evidence, seen = [], set()
-            for j in order:
-                entry = history.entries[j]
-                if entry.item_id in seen:
-                    continue
-                seen.add(entry.item_id)
-                evidence.append(
-                    Evidence(
-                        item_id=entry.item_id, title=entry.title, scene=entry.scene,
-                        similarity=round(float(similarity[row, j]), 4),
-                    )
-                )
-                if len(evidence) == n_evidence:
-                    break
-            item = items[candidate.item_id]
-            results.append(
-                Recommendation(
-                    item_id=item.item_id, title=item.title, scene=scene,
-                    score=round(candidate.score, 6), source="personalized", evidence=evidence,
-                )
-            )
-        return results
+        return with_nearest_evidence(
+            candidates, history, self.item_vectors(ids), history_vectors, self.items.get_items(ids), scene,
+            self.settings.retrieval.evidence_items,
+        )
 
     def popular(self, scene: str, k: int, *, exclude: Collection[str] = ()) -> list[Recommendation]:
         """The scene's most interacted-with items, labelled as popular (no personal evidence)."""
@@ -418,7 +471,7 @@ class Recommender:
         hits: list[tuple[str, float]] = []
         for name in scenes:
             dense = [i for i, _ in self.vectors.query(name, query[None, :], k)[0]]
-            lexical = self.retriever.lexical(text, name, k, ())
+            lexical = lexical_lists(self.lexical.get(name), [text], k, [()])[0]
             hits += [(i, s) for i, s, _ in reciprocal_rank_fusion([dense, lexical], [1.0, 1.0], 60)[:k]]
         hits.sort(key=lambda h: (-h[1], h[0]))
         items: dict[str, Item] = self.items.get_items([i for i, _ in hits[:k]])
@@ -426,3 +479,19 @@ class Recommender:
             ItemHit(item_id=i, title=items[i].title, scene=items[i].scene, score=round(s, 6))
             for i, s in hits[:k]
         ]
+
+
+def pick_demo_user(recommender: Recommender) -> tuple[str, str]:
+    """A user whose history in one scene is thinnest relative to the rest: the case transfer is for."""
+    scenes = recommender.items.scenes()
+    rows = [(u, recommender.items.history(u).scene_counts()) for u in recommender.items.users()]
+    if not rows or not scenes:
+        raise ScenerecError("the catalog has no users: ingest interactions first")
+    enough = min(8, max(sum(c.values()) for _, c in rows))
+    best = min(
+        (counts.get(scene, 0) / sum(counts.values()), user_id, scene)
+        for user_id, counts in rows
+        if sum(counts.values()) >= enough
+        for scene in scenes
+    )
+    return best[1], best[2]

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ...settings import LLMSettings
+from ..settings import LLMSettings
 from .base import (
     BatchingBackend,
     Conversation,

@@ -8,13 +8,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from ...evaluation.methods import EvalData, FusedMethod, MethodUnavailableError, RankingMethod
-from ...settings import TransferSettings
-from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint
-from .data import ItemTable
-from .model import TransferModel
-from .scorer import TransferScorer, lexical_weight_of
-from .train import pick_device, train_transfer
+from ..recommend.retrieval import DenseIndex
+from ..settings import TransferSettings
+from ..stores.scene_index import pick_device
+from ..transfer.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from ..transfer.data import ItemTable
+from ..transfer.model import TransferModel
+from ..transfer.scorer import TransferScorer, lexical_weight_of
+from ..transfer.train import train_transfer
+from .methods import EvalData, FusedMethod, MethodUnavailableError, RankingMethod
 
 
 def table_from_eval_data(data: EvalData) -> ItemTable:
@@ -106,19 +108,20 @@ class FusedTransferMethod(FusedMethod):
         assert self._transfer.scorer is not None
         return self._transfer.scorer.lexical_weight
 
-    def dense_lists(
-        self, histories: Sequence[Sequence[str]], scene: str, n: int, excludes: Sequence[set[str]]
-    ) -> list[list[str]]:
-        """The model's top-n through the index and `dense_lists` that `Recommender.candidates` uses."""
-        from ..batch_scoring import dense_lists
+    def dense_index(self, scene: str) -> DenseIndex:
+        """The model's item space of `scene`, searched exactly as `Recommender.candidates` does."""
+        assert self._transfer.scorer is not None
+        return self._transfer.scorer.index(scene)
 
+    def query_vectors(self, histories: Sequence[Sequence[str]], scene: str) -> list[np.ndarray | None]:
+        """The model's query of each (non-empty) history; None for an empty one."""
         scorer = self._transfer.scorer
         assert scorer is not None
         rows = [r for r, h in enumerate(histories) if h]
         queries: list[np.ndarray | None] = [None] * len(histories)
         for r, query in zip(rows, scorer.queries([histories[r] for r in rows], scene)):
             queries[r] = query
-        return dense_lists(scorer.index(scene), queries, n, excludes)
+        return queries
 
 
 def _valid_cases(data: EvalData) -> list:
@@ -128,8 +131,8 @@ def _valid_cases(data: EvalData) -> list:
         return list(data.cases)
     if data.data_dir is None:
         return []
-    from ...paths import DataPaths
-    from ...stores.item_store import ItemStore
+    from ..paths import DataPaths
+    from ..stores.item_store import ItemStore
 
     store = ItemStore(DataPaths(data.data_dir).catalog_db)
     try:
