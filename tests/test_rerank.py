@@ -108,7 +108,7 @@ def assert_valid(result: RerankResult, req: RerankRequest) -> None:
     assert set(ids) <= set(valid)
     assert all(r.scene == req.scene for r in result.recommendations)
     for rec in result.recommendations:
-        assert rec.explanation and rec.explanation.startswith(("Because you liked «", "Popular in"))
+        assert rec.explanation and ("«" in rec.explanation or rec.explanation.startswith("Among the most bought"))
         cited = re.findall(r"«([^»]*)»", rec.explanation)
         assert cited and all(any(t.startswith(c.rstrip("…")) for t in ARTS) for c in cited)
 
@@ -256,12 +256,12 @@ def test_each_broken_answer_is_repaired_and_counted() -> None:
 
 def test_a_good_explanation_is_kept_and_cites_the_history() -> None:
     backend = FakeBackend().enqueue(
-        '{"because":"h1","reason":"Neat pens for writing notes about your paint mixes."}'
+        '{"because":"h1","reason":"Blue pens to go with your acrylic paint colours."}'
     )
     result = Reranker(backend, llm_settings()).rerank(request(k=1))
     rec = result.recommendations[0]
     assert rec.explanation == (
-        "Because you liked «acrylic paint set 24 colours» (arts): Neat pens for writing notes about your paint mixes."
+        "Because you liked «acrylic paint set 24 colours» (arts): Blue pens to go with your acrylic paint colours."
     )
     assert result.counters.llm_explanations == 1 and result.counters.template_explanations == 0
 

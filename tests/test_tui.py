@@ -142,11 +142,12 @@ async def test_asking_why_by_key_and_by_typing(
         await settle(pilot)
         second = app.query(RecommendationCard)[1].recommendation
         await type_message(pilot, "why #2")
-        assert f"«{second.title}»" in chat_text(app) and "Closest in your history" in chat_text(app)
+        assert f"«{second.title}»" in chat_text(app) and "What drove it, ranked by" in chat_text(app)
         await pilot.press("escape", "w")  # why on the first card
         await settle(pilot)
         first = app.query(RecommendationCard)[0].recommendation
-        assert chat_text(app).count("Closest in your history") == 2 and f"«{first.title}»" in chat_text(app)
+        assert chat_text(app).count("What drove it, ranked by") == 2 and f"«{first.title}»" in chat_text(app)
+        assert "█" in chat_text(app) and "% " in chat_text(app)  # a bar and a share per contributing history item
 
 
 async def test_more_like_this_and_details(tiny_settings: Settings, encoder: Encoder, tmp_path: Path) -> None:

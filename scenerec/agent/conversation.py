@@ -22,6 +22,8 @@ from ..errors import ScenerecError, UnknownSceneError, UnknownUserError
 from ..llm.base import LLMBackend
 from ..models import HistoryEntry, Item, Recommendation, UserHistory
 from ..recommend.recommender import Recommender, pick_demo_user
+from ..recommend.why import breakdown, breakdown_lines
+from ..rerank.rephrase import evidence_sentence as typed_sentence
 from ..settings import TUISettings
 from ..stores.session_store import ChatSession, Feedback, SessionStore, TurnRecord
 from ..text_safety import printable
@@ -95,15 +97,8 @@ def _adopt(session: ChatSession, draft: ChatSession) -> None:
 
 
 def evidence_sentence(rec: Recommendation) -> str:
-    """The template explanation: which history items pulled the card in."""
-    if rec.source == "popular" or not rec.evidence:
-        return f"Popular in {rec.scene} (nothing in your history to go on)."
-    first = rec.evidence[0]
-    sentence = f"Because you liked «{shown(first.title)}» in {first.scene}"
-    if len(rec.evidence) > 1:
-        second = rec.evidence[1]
-        sentence += f" and «{shown(second.title)}» in {second.scene}"
-    return sentence + "."
+    """The template explanation, from the card's typed evidence (rerank/rephrase.py)."""
+    return shown(typed_sentence(rec), 400)
 
 
 class Agent:
@@ -397,13 +392,11 @@ class Agent:
             f"«{shown(card.title)}» ({card.scene}{f', #{rank}' if rank else ''}, score {card.score:.4f})"
         ]
         lines.append(shown(card.explanation or evidence_sentence(card), 400))
-        if card.evidence:
-            lines.append(
-                "Closest in your history: "
-                + "; ".join(
-                    f"«{shown(e.title)}» in {e.scene} (similarity {e.similarity:.2f})" for e in card.evidence
-                )
-            )
+        if card.evidence and card.source != "popular":
+            # the bars: every history item that raised the card's score, by leave-one-out
+            found = breakdown(self.recommender, self.history(session), card.scene, card.item_id)
+            lines.append("What drove it, ranked by " + found.method + ":")
+            lines += [shown(line, 200) for line in breakdown_lines(found)[1:-1]]
         elif card.source == "popular":
             lines.append(
                 "You have no history to go on, so this is among the most popular items of the scene."

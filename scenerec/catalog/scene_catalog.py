@@ -7,6 +7,7 @@ one `CatalogError` naming the file, the 1-based line and the field.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -84,7 +85,11 @@ def _read_items(path: Path, known: Mapping[str, str], max_line_bytes: int) -> li
             raise CatalogError(path, number, "text", f"expected a string, found {_json_kind(text)}")
         _require_unicode(path, number, "text", text)
         try:
-            item = Item(item_id=record["item_id"], scene=record["scene"], title=record["title"], text=text)
+            # HTML entities (&amp; &quot;) are decoded here, once: every store and view keeps the decoded text
+            item = Item(
+                item_id=record["item_id"], scene=record["scene"], title=html.unescape(record["title"]),
+                text=html.unescape(text),
+            )
         except ValidationError as exc:
             raise validation_error(path, number, exc) from None
         if item.item_id in first_line:

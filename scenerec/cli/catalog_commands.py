@@ -9,7 +9,7 @@ import click
 from ..paths import DataPaths, default_config_file
 from ..recommend.recommender import Recommender
 from ..settings import Settings
-from ..stores.ingest import ingest_catalog
+from ..stores.ingest import INGEST_ENGINES, ingest_catalog
 from ..text_safety import printable
 from .common import common_options, emit_json
 
@@ -17,10 +17,15 @@ from .common import common_options, emit_json
 @click.command()
 @click.argument("catalog_dir", type=click.Path(path_type=Path))
 @click.option("--scene", help="Scene name for RecBole atomic files (.item/.inter).")
+@click.option("--engine", type=click.Choice(INGEST_ENGINES), default="local", show_default=True,
+              help="Where items are encoded: this process, or Ray Data (this process still writes).")
+@click.option("--address", help="With --engine ray: the Ray cluster to join; default: a local Ray.")
 @common_options
-def ingest(settings: Settings, as_json: bool, catalog_dir: Path, scene: str | None) -> None:
+def ingest(
+    settings: Settings, as_json: bool, catalog_dir: Path, scene: str | None, engine: str, address: str | None
+) -> None:
     """Validate CATALOG_DIR, embed its items and write every store (all or nothing)."""
-    report = ingest_catalog(catalog_dir, settings, scene=scene)
+    report = ingest_catalog(catalog_dir, settings, scene=scene, engine=engine, address=address)
     if as_json:
         emit_json(report)
         return

@@ -15,6 +15,8 @@ from pydantic import BaseModel
 
 from ..errors import StoreError
 from ..models import Recommendation
+from ..recommend.scores import top_share
+from ..rerank.rephrase import evidence_sentence
 from ..settings import load_settings
 from ..text_safety import printable
 
@@ -90,14 +92,18 @@ def format_recommendations(recommendations: Sequence[Recommendation]) -> str:
     """Numbered list; each item followed by the history items that pulled it in."""
     lines = []
     for rank, rec in enumerate(recommendations, start=1):
-        lines.append(f"{rank:>2}. {printable(rec.title, 90)}  [{rec.scene}]  score {rec.score:.4f}")
+        lines.append(
+            f"{rank:>2}. {printable(rec.title, 90)}  [{rec.scene}]  score {rec.score:.4f} ({top_share(rec.score)})"
+        )
         if rec.source == "popular":
             lines.append("    popular in this scene (no history to go on)")
         elif rec.evidence:
             because = "; ".join(
-                f'"{printable(e.title, 60)}" ({e.scene}, {e.similarity:.2f})' for e in rec.evidence
+                f'"{printable(e.title, 60)}" ({e.scene}'
+                + (f", {100 * e.share:.0f}% of the lift" if e.share is not None else f", {e.similarity:.2f}")
+                + ")"
+                for e in rec.evidence
             )
             lines.append(f"    because you liked {because}")
-        if rec.explanation:
-            lines.append(f"    {printable(rec.explanation, 200)}")
+        lines.append(f"    {printable(rec.explanation or evidence_sentence(rec), 240)}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import click
 
 from ..paths import DataPaths, demo_catalog_dir
 from ..recommend.recommender import Recommender, pick_demo_user
+from ..recommend.why import breakdown, breakdown_lines
 from ..settings import Settings
 from ..stores.ingest import ingest_catalog
 from .common import common_options, emit_json, format_recommendations
@@ -18,15 +19,23 @@ from .common import common_options, emit_json, format_recommendations
 @click.option("--explain", is_flag=True, help="Rerank with the LLM and add an `explanation` to each item.")
 @click.option("--backend", help="LLM backend for --explain: transformers, vllm, openai, llamacpp, fake.")
 @click.option("-m", "--model", help="LLM for --explain: a local .gguf file or model folder (openai: a model name).")
+@click.option("--why", "why_item", metavar="ITEM", help="Show the full breakdown of why ITEM is recommended.")
 @common_options
 def recommend(
     settings: Settings, as_json: bool, user_id: str, scene: str, k: int, explain: bool,
-    backend: str | None, model: str | None,
+    backend: str | None, model: str | None, why_item: str | None,
 ) -> None:
     """Recommend K items of SCENE for a user, each with the history items that explain it."""
     if (backend or model) and not explain:
         raise click.UsageError("--backend and --model choose the LLM of --explain; add --explain")
     with Recommender.open(settings=settings) as recommender:
+        if why_item is not None:
+            found = breakdown(recommender, recommender.history(user_id), scene, why_item)
+            if as_json:
+                emit_json(found)
+            else:
+                click.echo("\n".join(breakdown_lines(found)))
+            return
         if explain:
             from ..llm import make_backend
 

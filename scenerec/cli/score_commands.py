@@ -1,4 +1,4 @@
-"""`scenerec score`: batch scoring to parquet or CSV, sharded by user ranges across processes."""
+"""`scenerec score`: batch scoring to parquet or CSV, in this process or on Ray Data (one machine or a cluster)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,10 @@ import click
 from tqdm import tqdm
 
 from ..errors import ScenerecError
-from ..recommend.batch_output import FORMATS, part_name, shard_range
-from ..recommend.recommender import Recommender
+from ..recommend.batch_output import FORMATS
+from ..recommend.recommender import BATCH_ENGINES, Recommender
 from ..settings import Settings
 from .common import common_options, emit_json
-
-
-def parse_shard(value: str | None) -> tuple[int, int]:
-    """'i/n' -> (i, n); None -> (0, 1)."""
-    if value is None:
-        return 0, 1
-    try:
-        i, n = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"expected i/n such as 0/4, got {value!r}", param_hint="--shard") from None
-    if n < 1 or not 0 <= i < n:
-        raise click.BadParameter(f"need 0 <= i < n, got {value!r}", param_hint="--shard")
-    return i, n
 
 
 def read_user_file(path: Path) -> list[str]:
@@ -45,30 +32,29 @@ def read_user_file(path: Path) -> list[str]:
 @click.option("--all", "all_users", is_flag=True, help="Score every stored user.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Items per user.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="A .parquet or .csv file; with --shard, a directory that receives part files.")
-@click.option("--shard", help="i/n: score only the i-th of n contiguous ranges of the sorted users.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
-              help="Format of the part files written with --shard.")
+              help="A .parquet or .csv file; with --engine ray, a new folder that receives parquet parts.")
+@click.option("--engine", type=click.Choice(BATCH_ENGINES), default="local", show_default=True,
+              help="local: this process; ray: Ray Data, an actor pool that each opens the data directory once.")
+@click.option("--address", help="With --engine ray: the Ray cluster to join (auto, ray://HOST:10001); "
+              "default: RAY_ADDRESS, else a local Ray started for this run.")
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Users per batch.")
 @click.option("--rerank", is_flag=True,
               help="Rerank each user's top llm.candidates with the configured LLM (batched where it can).")
 @common_options
 def score(
     settings: Settings, as_json: bool, scene: str, users_file: Path | None, all_users: bool, k: int,
-    out: Path, shard: str | None, fmt: str, batch_size: int, rerank: bool,
+    out: Path, engine: str, address: str | None, batch_size: int, rerank: bool,
 ) -> None:
     """Write the top-K items of SCENE for many users (what `recommend` gives each) to parquet or CSV.
 
-    Users are sorted; `--shard i/n` takes the i-th contiguous range, so n processes (or machines
-    sharing a chroma server and the data directory) write n parts that together equal one run.
+    `--engine ray` runs the same scoring on Ray Data: locally on every core, or on a cluster whose
+    workers share the data directory; the folder of parts it writes equals one local run.
     """
     if bool(users_file) == all_users:
         raise click.UsageError("give exactly one of --users FILE or --all")
-    index, n_shards = parse_shard(shard)
-    if shard is None and out.suffix.lower() not in FORMATS:
-        raise click.BadParameter("must end in .parquet or .csv (or pass --shard to write a part)",
+    if engine == "local" and out.suffix.lower() not in FORMATS:
+        raise click.BadParameter("must end in .parquet or .csv (or use --engine ray to write a folder)",
                                  param_hint="--out")
-    target = out / part_name(index, n_shards, f".{fmt}") if shard is not None else out
     started = time.perf_counter()
     with Recommender.open(settings=settings) as recommender:
         recommender.check_scene(scene)
@@ -77,24 +63,21 @@ def score(
         else:
             assert users_file is not None
             user_ids = sorted(set(read_user_file(users_file)))
-        span = shard_range(len(user_ids), index, n_shards)
-        mine = user_ids[span.start : span.stop]
-        with tqdm(total=len(mine), unit="user", desc=f"scoring {scene}", disable=not sys.stderr.isatty(),
-                  file=sys.stderr) as bar:
+        with tqdm(total=len(user_ids), unit="user", desc=f"scoring {scene}",
+                  disable=engine != "local" or not sys.stderr.isatty(), file=sys.stderr) as bar:
             result = recommender.score_batch(
-                mine, scene, k, out=target, batch_size=batch_size,
-                progress=lambda done: bar.update(done - bar.n), rerank=rerank,
+                user_ids, scene, k, out=out, batch_size=batch_size,
+                progress=lambda done: bar.update(done - bar.n), rerank=rerank, engine=engine, address=address,
             )
     seconds = time.perf_counter() - started
     summary = {
-        "scene": scene, "k": k, "users": len(result), "shard": f"{index}/{n_shards}",
-        "out": str(target), "seconds": round(seconds, 3),
+        "scene": scene, "k": k, "users": len(result), "engine": engine,
+        "out": str(out), "seconds": round(seconds, 3),
         "users_per_second": round(len(result) / seconds, 1) if seconds > 0 else None,
     }
     if as_json:
         emit_json(summary)
     else:
         click.echo(
-            f"scored {len(result)} users in '{scene}' (shard {index}/{n_shards}, k={k}) "
-            f"in {seconds:.1f} s -> {target}"
+            f"scored {len(result)} users in '{scene}' ({engine}, k={k}) in {seconds:.1f} s -> {out}"
         )

@@ -1,4 +1,4 @@
-"""Batch scoring's output: `BatchScores` (top-k per user), its parquet/CSV files, and shards of a user list."""
+"""Batch scoring's output: `BatchScores` (top-k per user) and its parquet/CSV files (one file or a folder of parts)."""
 
 from __future__ import annotations
 
@@ -105,14 +105,3 @@ def read_scores(path: Path, scene: str = "", k: int = 0) -> BatchScores:
             result.item_ids[-1].append(item_id)
             result.scores[-1].append(score)
     return result
-
-
-def shard_range(n_users: int, shard: int, n_shards: int) -> range:
-    """The contiguous slice of `n_users` sorted users that shard `shard` of `n_shards` scores."""
-    if n_shards < 1 or not 0 <= shard < n_shards:
-        raise ScenerecError(f"shard must be i/n with 0 <= i < n, got {shard}/{n_shards}")
-    return range(shard * n_users // n_shards, (shard + 1) * n_users // n_shards)
-
-
-def part_name(shard: int, n_shards: int, suffix: str = ".parquet") -> str:
-    return f"part-{shard:05d}-of-{n_shards:05d}{suffix}"

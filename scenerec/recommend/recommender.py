@@ -36,7 +36,9 @@ from ..stores.vector_store import VectorStore
 from ..stores.write_lock import WriteLock
 from ..transfer.loading import checkpoint_stamp, open_transfer
 from ..transfer.scorer import TransferScorer
+from .attribution import FusedScorer, attributed_recommendations
 from .batch_output import BatchScores
+from .evidence import Interactions
 from .retrieval import (
     Candidate,
     DenseIndex,
@@ -45,13 +47,16 @@ from .retrieval import (
     lexical_query,
     mean_query,
     reciprocal_rank_fusion,
-    with_nearest_evidence,
 )
+from .scores import percentile
 
 if TYPE_CHECKING:
     from ..llm.base import LLMBackend
 
 log = logging.getLogger(__name__)
+
+
+BATCH_ENGINES = ("local", "ray")  # where score_batch runs: this process, or Ray Data (recommend/ray_scoring.py)
 
 
 class ItemHit(BaseModel):
@@ -82,6 +87,7 @@ class Recommender:
         self._encoder = encoder
         self.last_check: IntegrityReport | None = None  # what the check on open (or refresh) found
         self._transfer: tuple[tuple[int, int], TransferScorer | None] | None = None  # (stamp, model)
+        self._interactions: tuple[tuple[str, ...], Interactions] | None = None  # (store stamp, matrix)
         self._vector_model = self.items.manifest().get("vector_model")
         # exact in-memory vectors per scene, rebuilt when the store version changes; chroma stays the
         # durable index and serves `search_items`
@@ -294,8 +300,13 @@ class Recommender:
         progress: Callable[[int], None] | None = None,
         rerank: bool = False,
         backend: LLMBackend | None = None,
+        engine: str = "local",
+        address: str | None = None,
     ) -> BatchScores:
         """Top-k ids and scores of `scene` for many stored users: what `recommend` returns, in bulk.
+
+        `engine="ray"` scores on Ray Data instead (`recommend.ray_scoring`; `out` is then a folder of
+        parquet parts, `address` a cluster to join), with the same result.
 
         With `rerank`, the LLM stage (`backend`, default: the configured one) reranks each user's top
         `llm.candidates`; all users of a batch go to the backend together (vLLM batches them). Writes
@@ -305,6 +316,15 @@ class Recommender:
         self.refresh()
         self._check_k(k)
         self.check_scene(scene)
+        if engine not in BATCH_ENGINES:
+            raise ScenerecError(f"unknown batch engine {engine!r}: choose one of {', '.join(BATCH_ENGINES)}")
+        if engine == "ray":
+            from .ray_scoring import score_with_ray
+
+            if out is None:
+                raise ScenerecError("engine='ray' writes a folder of parquet parts: give out=FOLDER")
+            return score_with_ray(type(self), self.settings, user_ids, scene, k, Path(out),
+                                  batch_size=batch_size, rerank=rerank, address=address)
         if rerank and backend is None:
             backend = make_backend(self.settings.llm)
         result = BatchScores(scene=scene, k=k)
@@ -323,7 +343,7 @@ class Recommender:
                 if h.entries:
                     ranked = next(fused)
                 else:
-                    ranked = [(r.item_id, r.score) for r in self.popular(scene, k)]
+                    ranked = [(r.item_id, r.raw_score or 0.0) for r in self.popular(scene, k)]
                 result.user_ids.append(h.user_id)
                 result.item_ids.append([i for i, _ in ranked])
                 result.scores.append([s for _, s in ranked])
@@ -340,7 +360,7 @@ class Recommender:
         found = self.candidates(histories, scene, n, [set(h.item_ids) for h in histories])
         candidates = [self.with_evidence(c, h, scene) for c, h in zip(found, histories)]
         results = self.rerank_batch(histories, scene, candidates, backend, k=k, explain=False)
-        return [[(r.item_id, r.score) for r in result.recommendations[:k]] for result in results]
+        return [[(r.item_id, r.raw_score or 0.0) for r in result.recommendations[:k]] for result in results]
 
     # --- the LLM stage ---
 
@@ -421,23 +441,54 @@ class Recommender:
         """Candidates found some other way (a chat refine, an anchor item) as explained recommendations."""
         if not history.entries:
             items = self.items.get_items([c.item_id for c in candidates])
+            n_items = max(len(self.dense_index(scene)), len(candidates))
             return [
                 Recommendation(item_id=c.item_id, title=items[c.item_id].title, scene=scene,
-                               score=round(c.score, 6), source="personalized")
-                for c in candidates
+                               score=percentile(rank, n_items), raw_score=round(c.score, 6), source="personalized")
+                for rank, c in enumerate(candidates, start=1)
             ]
         return self._with_evidence(candidates, history, self.item_vectors(history.item_ids), scene)
 
     def _with_evidence(
         self, candidates: Sequence[Candidate], history: UserHistory, history_vectors: np.ndarray, scene: str
     ) -> list[Recommendation]:
+        """Evidence by leave-one-out through the scorer that ranked the list (recommend/attribution.py)."""
         if not candidates:
             return []
         ids = [c.item_id for c in candidates]
-        return with_nearest_evidence(
-            candidates, history, self.item_vectors(ids), history_vectors, self.items.get_items(ids), scene,
-            self.settings.retrieval.evidence_items,
+        items = self.items.get_items(list(dict.fromkeys(ids + history.item_ids)))
+        return attributed_recommendations(
+            candidates, history, scene, scorer=self.list_scorer(scene), items=items,
+            cosine=self.item_vectors(ids) @ history_vectors.T, interactions=self.interactions(),
+            n_scene_items=len(self.dense_index(scene)), n_evidence=self.settings.retrieval.evidence_items,
         )
+
+    def list_scorer(self, scene: str) -> FusedScorer:
+        """What ranks `recommend`'s list for `scene`, as a function of the history (for attribution)."""
+        s = self.settings.retrieval
+        transfer = self.transfer
+        index = self.dense_index(scene)
+        if transfer is not None and transfer.covers(scene):
+            weight = transfer.lexical_weight if s.transfer_lexical_weight is None else s.transfer_lexical_weight
+            method, full = "transfer", transfer.index(scene).scores
+        else:
+            matrix = self.scene_indexes.get(scene).matrix.float().cpu().numpy()
+            weight, method = s.lexical_weight, "mean-query"
+            full = lambda q: q @ matrix.T
+        return FusedScorer(
+            method=method + ("+bm25" if weight > 0 else ""), queries=lambda h: self.user_vectors(h, scene),
+            full_scores=full, dense_ids=index.ids, lexical=self.lexical.get(scene),
+            lexical_query=lambda h: lexical_query(h, s), lexical_weight=weight, rrf_k=s.rrf_k,
+            dense_depth=s.dense_candidates, lexical_depth=s.lexical_candidates,
+        )
+
+    def interactions(self) -> Interactions:
+        """The stored users x items matrix (co-purchase counts), cached per store version."""
+        stamp = tuple(self.items.stamp())
+        if self._interactions is None or self._interactions[0] != stamp:
+            built = Interactions.cached(self.paths.catalog_db, self.paths.root / "evidence", stamp)
+            self._interactions = (stamp, built)
+        return self._interactions[1]
 
     def popular(self, scene: str, k: int, *, exclude: Collection[str] = ()) -> list[Recommendation]:
         """The scene's most interacted-with items, labelled as popular (no personal evidence)."""
@@ -450,12 +501,13 @@ class Recommender:
             ranked += [i for i in rest if i not in exclude and i not in counts][: k - len(ranked)]
         items = self.items.get_items(ranked)
         top = max(counts.values(), default=1)
+        n_items = max(len(self.scene_indexes.get(scene)), len(ranked))
         return [
             Recommendation(
-                item_id=i, title=items[i].title, scene=scene, score=round(counts.get(i, 0) / top, 6),
-                source="popular",
+                item_id=i, title=items[i].title, scene=scene, score=percentile(rank, n_items),
+                raw_score=round(counts.get(i, 0) / top, 6), source="popular", method="popularity",
             )
-            for i in ranked
+            for rank, i in enumerate(ranked, start=1)
         ]
 
     # --- search ---

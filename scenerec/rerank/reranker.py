@@ -32,6 +32,8 @@ from ..settings import LLMSettings
 from ..stores.text_profile_store import TextProfileStore
 from ..text_safety import reads_like_instruction
 from .parsing import clean_field, parse_json_object
+from .rephrase import evidence_sentence as template_explanation  # kept when the LLM's sentence is not
+from .rephrase import invented
 from .text_profile import TextProfiler, UserContext, history_lines
 
 YES_LABELS = ("yes", "Yes")
@@ -68,6 +70,7 @@ class RerankCounters(BaseModel):
     off_topic_reasons: int = 0
     unsafe_reasons: int = 0
     truncated_reasons: int = 0
+    invented_facts: int = 0  # the reason named an item, number or attribute not in its evidence
     regenerated: int = 0
     llm_explanations: int = 0
     template_explanations: int = 0
@@ -315,7 +318,7 @@ class Reranker:
             state.counters.llm_scored_users += 1
 
     def _fuse(self, state: _State) -> None:
-        retrieval = [r.score for r in state.candidates]
+        retrieval = [r.raw_score if r.raw_score is not None else r.score for r in state.candidates]
         support = state.llm_support
         if support is not None:  # an item whose text tried to steer the model gets no LLM support
             support = [0.0 if r.item_id in state.withheld else v for r, v in zip(state.candidates, support)]
@@ -379,7 +382,9 @@ class Reranker:
         return allowed or [line.alias for line in state.context.lines]
 
     def _explain_conversation(self, state: _State, rec: Recommendation, allowed: list[str]) -> Conversation:
-        return self._conversation(state, self._candidate_task(state, rec, "explain_item.j2", allowed=allowed))
+        evidence = template_explanation(rec, state.request.scene)  # the pieces the model may rephrase
+        task = self._candidate_task(state, rec, "explain_item.j2", allowed=allowed, evidence=evidence)
+        return self._conversation(state, task)
 
     def _check(
         self, state: _State, rec: Recommendation, allowed: list[str], answer: str
@@ -419,6 +424,13 @@ class Reranker:
         if not reason_words & title_words or reason.rstrip().endswith("?"):
             counters.off_topic_reasons += 1  # says nothing about either item, or asks instead
             return None, "the reason was not about the items"
+        evidence_ids = {e.item_id for e in rec.evidence}
+        others = [e.title for e in state.request.history.entries if e.item_id not in evidence_ids]
+        if (evidence_ids and cited.item_id not in evidence_ids) or invented(
+            reason, rec, others, state.texts[rec.item_id][1]
+        ) is not None:
+            counters.invented_facts += 1  # the template, built from the evidence alone, is kept
+            return None, "it named something that is not in the evidence"
         state.reasons.add(lowered)
         title = prompts.quote(cited.title, 80)
         return f"Because you liked «{title}» ({cited.scene}): {reason}", ""
@@ -426,14 +438,20 @@ class Reranker:
     def _result(self, state: _State, explain: bool) -> RerankResult:
         k = state.request.k
         recommendations = []
-        for index in state.order[:k]:
+        # the readable scores (percentiles) of the candidates, best first, follow the final order, so the
+        # shown score stays in [0, 1] and falls with the rank; the fused score is the raw one
+        readable = sorted((r.score for r in state.candidates), reverse=True)
+        for position, index in enumerate(state.order[:k]):
             rec = state.candidates[index]
             explanation = state.explanations.get(rec.item_id)
             if explanation is None and explain:
                 explanation = template_explanation(rec, state.request.scene)
                 state.counters.template_explanations += 1
             recommendations.append(
-                rec.model_copy(update={"score": round(state.fused[index], 6), "explanation": explanation})
+                rec.model_copy(
+                    update={"score": readable[position], "raw_score": round(state.fused[index], 6),
+                            "explanation": explanation}
+                )
             )
         scores = (
             {r.item_id: round(s, 6) for r, s in zip(state.candidates, state.llm_scores)}
@@ -523,14 +541,6 @@ def explain_schema(allowed: Sequence[str], chars: int) -> dict:
         "required": ["because", "reason"],
         "additionalProperties": False,
     }
-
-
-def template_explanation(rec: Recommendation, scene: str) -> str:
-    """The evidence-based sentence used when the LLM's explanation is missing or unusable."""
-    if rec.source == "popular" or not rec.evidence:
-        return f"Popular in the {scene} scene."
-    liked = " and ".join(f"«{prompts.quote(e.title, 80)}» ({e.scene})" for e in rec.evidence[:2])
-    return f"Because you liked {liked}: a close match in the {scene} scene."
 
 
 def _minmax(values: Sequence[float]) -> list[float]:

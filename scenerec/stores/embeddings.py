@@ -32,6 +32,13 @@ ENCODERS: dict[str, tuple[str, str]] = {
     USE_MULTILINGUAL: (__name__, "UniversalSentenceEncoder"),
 }
 _LOCAL_FOLDER = (__name__, "SentenceTransformerEncoder")
+# embedding.backend -> (module, class) for sentence-transformers models; "torch" is the class above
+BACKENDS: dict[str, tuple[str, str]] = {
+    "torch": _LOCAL_FOLDER,
+    "onnx": (f"{__package__}.onnx_encoder", "OnnxEncoder"),
+    "onnx-int8": (f"{__package__}.onnx_encoder", "OnnxInt8Encoder"),
+    "openvino": (f"{__package__}.onnx_encoder", "OpenVinoEncoder"),
+}
 
 
 class Encoder(ABC):
@@ -180,15 +187,28 @@ class UniversalSentenceEncoder(Encoder):
         return _normalised(out)
 
 
+def cache_name(settings: EmbeddingSettings) -> str:
+    """The model's key in the embedding cache, without loading it: a non-torch backend adds '@backend'."""
+    if settings.model in ENCODERS and ENCODERS[settings.model] != _LOCAL_FOLDER:
+        if settings.backend != "torch":
+            raise ModelNotAvailableError(
+                f"embedding.backend={settings.backend!r} works with sentence-transformers models only, "
+                f"not {settings.model!r}"
+            )
+        return settings.model
+    name = resolve_sentence_transformer(settings.model)[0]  # fails fast when not installed
+    return name if settings.backend == "torch" else f"{name}@{settings.backend}"
+
+
 def make_encoder(settings: EmbeddingSettings) -> Encoder:
     """The encoder named by `settings.model`: a registered name, or a local sentence-transformers folder.
 
     Raises ModelNotAvailableError at once, before loading anything, for a name that is neither.
     """
-    entry = ENCODERS.get(settings.model)
-    if entry is None:
-        resolve_sentence_transformer(settings.model)  # a local folder, or fail fast
-        entry = _LOCAL_FOLDER
+    cache_name(settings)  # fails fast for an unknown model or a backend it cannot run on
+    entry = ENCODERS.get(settings.model, _LOCAL_FOLDER)
+    if entry == _LOCAL_FOLDER:
+        entry = BACKENDS[settings.backend]
     module_name, class_name = entry
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(settings)

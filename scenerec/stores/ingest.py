@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ..catalog import load_catalog
+from ..errors import StoreError
 from ..paths import DataPaths
 from ..settings import Settings
 from .embedding_cache import EmbeddingCache, encode_with_cache
@@ -26,6 +27,7 @@ from .item_store import ItemStore
 from .sync import LazyEncoder, Stage, _no_stage
 from .write_lock import WriteLock
 
+INGEST_ENGINES = ("local", "ray")  # where the encoding stage runs: this process, or Ray Data
 WRITE_LOCK_WAIT_S = 600.0  # a second ingest waits for the first rather than failing at once
 
 
@@ -71,13 +73,18 @@ def ingest_catalog(
     scene: str | None = None,
     encoder: Encoder | None = None,
     on_stage: Stage = _no_stage,
+    engine: str = "local",
+    address: str | None = None,
 ) -> IngestReport:
     """Validate the whole catalog before writing anything; then encode, write, and sync indexes.
 
     A catalog error raises before the first write. Only one ingest writes a data directory at a time
     (a second one waits). `on_stage` is told where the ingest is ("encode 512", "items", "chroma arts
-    1024", "synced"): progress for a UI, kill points for the crash tests.
+    1024", "synced"): progress for a UI, kill points for the crash tests. `engine="ray"` encodes on
+    Ray Data (`stores.ray_encoding`, `address` a cluster to join); this process still writes everything.
     """
+    if engine not in INGEST_ENGINES:
+        raise StoreError(f"unknown ingest engine {engine!r}: choose one of {', '.join(INGEST_ENGINES)}")
     started = time.perf_counter()
     paths = DataPaths(settings.data_dir)
     paths.ensure()
@@ -90,12 +97,14 @@ def ingest_catalog(
         catalog = load_catalog(Path(catalog_path), scene=scene, known_items=items.item_scenes())
         on_stage("validated")
         encoder = _StagedEncoder(encoder or LazyEncoder(settings.embedding), on_stage)
-        _, encoded = encode_with_cache(
-            encoder,
-            cache,
-            {i.content_hash: i.document for i in catalog.items},
-            show_progress=settings.embedding.show_progress,
-        )
+        texts = {i.content_hash: i.document for i in catalog.items}
+        if engine == "ray":
+            from .ray_encoding import encode_with_ray
+
+            _, encoded = encode_with_ray(settings.embedding, cache, texts, address=address,
+                                         on_batch=lambda done: on_stage(f"encode {done}"))
+        else:
+            _, encoded = encode_with_cache(encoder, cache, texts, show_progress=settings.embedding.show_progress)
         with items.transaction():
             items.upsert_items(catalog.items)
             on_stage("items")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..settings import EmbeddingSettings
 from .embedding_cache import EmbeddingCache, encode_with_cache
-from .embeddings import ENCODERS, MINILM, Encoder, make_encoder, resolve_sentence_transformer
+from .embeddings import Encoder, cache_name, make_encoder
 from .item_store import ItemStore
 from .lexical import FORMAT_VERSION as LEXICAL_FORMAT
 from .lexical import BM25Index
@@ -48,10 +48,7 @@ class LazyEncoder(Encoder):
     def __init__(self, settings: EmbeddingSettings) -> None:
         self._settings = settings
         self._loaded: Encoder | None = None
-        if settings.model in ENCODERS and settings.model != MINILM:
-            self.name = settings.model
-        else:
-            self.name = resolve_sentence_transformer(settings.model)[0]  # fails fast when not installed
+        self.name = cache_name(settings)  # fails fast when the model is not installed
 
     @property
     def loaded(self) -> Encoder:

@@ -12,13 +12,15 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from ...models import Item, Recommendation
+from ...recommend.scores import top_share
 from ...text_safety import printable
 
 
 def details_text(rec: Recommendation, item: Item | None, liked: bool) -> Text:
     text = Text()
     text.append(printable(rec.title, 300) + "\n", style="bold")
-    text.append(f"{rec.scene} · id {printable(rec.item_id, 80)} · score {rec.score:.4f}", style="dim")
+    text.append(f"{rec.scene} · id {printable(rec.item_id, 80)} · score {rec.score:.4f} ({top_share(rec.score)})"
+                + (f" · raw {rec.raw_score:.6g} by {rec.method}" if rec.raw_score is not None else ""), style="dim")
     if liked:
         text.append("  ♥ liked", style="magenta")
     if item is not None and item.text:

@@ -11,6 +11,7 @@ from textual.message import Message
 from textual.widgets import Label, ListItem, ListView, Static
 
 from ...models import Recommendation
+from ...recommend.scores import top_share
 from ...text_safety import printable
 
 CardAction = Literal["like", "dislike", "more_like", "why", "details"]
@@ -23,7 +24,7 @@ def card_text(rank: int, rec: Recommendation, liked: bool) -> Text:
     text.append(printable(rec.title, 120), style="bold")
     if liked:
         text.append("  ♥ liked", style="bold magenta")
-    text.append(f"\n{rec.scene} · score {rec.score:.4f}", style="dim")
+    text.append(f"\n{rec.scene} · score {rec.score:.4f} ({top_share(rec.score)} for you)", style="dim")
     if rec.source == "popular":
         text.append(" · popular", style="dim")
     if rec.explanation:

@@ -1,0 +1,240 @@
+"""Typed evidence: why a history item supports a recommended item, said with facts from the stores.
+
+Each attributed history item (see `attribution.py`) gets one kind, the most specific that holds:
+
+- `co_purchase`: N training users bought both (counted from the stored interactions only);
+- `shared_attributes`: words both titles carry (brand, category and material words of the item text);
+- `text_nearness`: the descriptions are close (cosine) and share these words;
+- `model`: none of the above holds; the model's score still dropped without it.
+
+Besides, `peers` counts how many users who share at least one history item with this user bought the
+recommended item (popularity among users like this one). The interaction matrix is read once per data
+directory and store version and kept as an .npz next to the stores, so a request slices it in microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+from ..models import Evidence, Item
+from ..stores.item_store import read_histories
+
+CACHE_NAME = "interactions.npz"
+MIN_CO_PURCHASE = 2  # one shared buyer may be the user's own neighbour by chance: not said as a fact
+MIN_NEARNESS = 0.35  # below this cosine, "close in description" would not be true
+STOPWORDS = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "from",
+        "that",
+        "this",
+        "you",
+        "your",
+        "are",
+        "was",
+        "its",
+        "into",
+        "over",
+        "under",
+        "per",
+        "pack",
+        "set",
+        "sets",
+        "piece",
+        "pieces",
+        "inch",
+        "inches",
+        "size",
+        "color",
+        "colors",
+        "assorted",
+        "new",
+        "use",
+        "used",
+        "each",
+        "other",
+        "more",
+        "most",
+        "all",
+        "any",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "ten",
+        "count",
+        "pcs",
+        "pc",
+        "pack",
+        "of",
+        "to",
+        "in",
+        "on",
+        "by",
+        "a",
+        "an",
+        "or",
+        "is",
+        "it",
+        "as",
+        "at",
+        "be",
+        "products",
+        "product",
+        "quality",
+        "premium",
+        "high",
+        "great",
+        "perfect",
+        "ideal",
+        "supplies",
+    ]
+)
+WORD = re.compile(r"[a-z][a-z'-]{2,}")
+
+
+def content_words(text: str) -> list[str]:
+    """Lowercase words of 3+ letters that say something (no stopwords), in order, once each."""
+    return list(dict.fromkeys(w.strip("'-") for w in WORD.findall(text.lower()) if w not in STOPWORDS))
+
+
+def shared_words(a: str, b: str, limit: int = 3) -> list[str]:
+    """Content words of `a` that `b` also has, in `a`'s order."""
+    other = set(content_words(b))
+    return [w for w in content_words(a) if w in other][:limit]
+
+
+class Interactions:
+    """The stored users x items matrix (binary), column-sliceable, for counting co-purchases."""
+
+    def __init__(self, item_ids: list[str], users: sparse.csc_matrix, user_ids: list[str]) -> None:
+        self.item_ids = item_ids
+        self.row = {user_id: r for r, user_id in enumerate(user_ids)}
+        self.column = {item_id: c for c, item_id in enumerate(item_ids)}
+        self.users = users  # (n_users, n_items) csc
+
+    @classmethod
+    def build(cls, catalog_db: Path) -> Interactions:
+        """Read every stored history into the matrix."""
+        histories = read_histories(catalog_db)
+        column: dict[str, int] = {}
+        rows, cols = [], []
+        for row, items in enumerate(histories.values()):
+            for item_id in dict.fromkeys(items):
+                rows.append(row)
+                cols.append(column.setdefault(item_id, len(column)))
+        matrix = sparse.csc_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(histories), len(column))
+        )
+        return cls(list(column), matrix, list(histories))
+
+    @classmethod
+    def cached(cls, catalog_db: Path, cache_dir: Path, stamp: Sequence[str]) -> Interactions:
+        """The matrix from `cache_dir` when it was built for this store stamp, else built and saved."""
+        path = Path(cache_dir) / CACHE_NAME
+        key = "/".join(stamp)
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    if str(data["stamp"]) == key:
+                        matrix = sparse.csc_matrix(
+                            (data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"])
+                        )
+                        return cls([str(i) for i in data["ids"]], matrix, [str(u) for u in data["users"]])
+            except (OSError, KeyError, ValueError):
+                pass  # a damaged or foreign cache file is rebuilt below
+        built = cls.build(catalog_db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            stamp=np.array(key),
+            ids=np.array(built.item_ids),
+            users=np.array(list(built.row)),
+            data=built.users.data,
+            indices=built.users.indices,
+            indptr=built.users.indptr,
+            shape=np.array(built.users.shape),
+        )
+        tmp.replace(path)
+        return built
+
+    def _users(self, item_id: str) -> np.ndarray:
+        """Sorted row numbers of the users who bought an item (empty for an item nobody bought)."""
+        c = self.column.get(item_id)
+        if c is None:
+            return np.zeros(0, dtype=np.int32)
+        return self.users.indices[self.users.indptr[c] : self.users.indptr[c + 1]]
+
+    def co_purchases(self, history_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
+        """(len(history_ids), len(item_ids)) counts of users who bought both."""
+        items = [self._users(i) for i in item_ids]
+        out = np.zeros((len(history_ids), len(item_ids)), dtype=np.int64)
+        for r, h in enumerate(history_ids):
+            users = self._users(h)
+            if len(users):
+                for c, buyers in enumerate(items):
+                    if len(buyers):
+                        out[r, c] = np.intersect1d(users, buyers, assume_unique=True).size
+        return out
+
+    def peers(
+        self, user_id: str, history_ids: Sequence[str], item_ids: Sequence[str]
+    ) -> tuple[np.ndarray, int]:
+        """Per item, how many other users sharing a history item with this user bought it, and how many
+        such users there are (the user themself left out)."""
+        lists = [self._users(h) for h in dict.fromkeys(history_ids)]
+        if not lists:
+            return np.zeros(len(item_ids), dtype=np.int64), 0
+        others = np.unique(np.concatenate(lists))
+        own = self.row.get(user_id)
+        if own is not None:
+            others = others[others != own]
+        counts = np.array([np.isin(self._users(i), others, assume_unique=True).sum() for i in item_ids])
+        return counts.astype(np.int64), len(others)
+
+
+def typed_evidence(
+    candidate: Item,
+    contributors: Sequence[tuple[Item, float, float, float]],
+    counts: Mapping[str, int],
+) -> list[Evidence]:
+    """Evidence pieces for one candidate: per contributor (history item, share, delta, cosine) the most
+    specific kind that holds; `counts` maps history item id -> co-purchases with the candidate."""
+    out = []
+    for item, share, delta, cosine in contributors:
+        count = counts.get(item.item_id, 0)
+        title_words = shared_words(item.title, candidate.title)
+        text_words = shared_words(item.document, candidate.document)
+        if count >= MIN_CO_PURCHASE:
+            kind, words = "co_purchase", title_words
+        elif title_words:
+            kind, words = "shared_attributes", title_words
+        elif cosine >= MIN_NEARNESS and text_words:
+            kind, words = "text_nearness", text_words
+        else:
+            kind, words = "model", []
+        out.append(
+            Evidence(
+                item_id=item.item_id,
+                title=item.title,
+                scene=item.scene,
+                similarity=round(cosine, 4),
+                kind=kind,
+                share=round(share, 4),
+                delta=float(f"{delta:.6g}"),
+                count=count,
+                words=words,
+            )
+        )
+    return out

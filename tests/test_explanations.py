@@ -1,0 +1,210 @@
+"""Explanations: leave-one-out attribution, typed evidence, the LLM rephrasing check, readable scores."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+from scenerec.catalog.scene_catalog import read_scene_catalog
+from scenerec.llm.fake import FakeBackend
+from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHistory
+from scenerec.recommend.attribution import (
+    CooccurrenceScorer,
+    FusedScorer,
+    leave_one_out,
+    without,
+)
+from scenerec.recommend.evidence import Interactions
+from scenerec.recommend.recommender import Recommender
+from scenerec.recommend.scores import percentile
+from scenerec.recommend.why import breakdown, breakdown_lines
+from scenerec.rerank.rephrase import evidence_sentence, invented
+from scenerec.rerank.reranker import Reranker, RerankRequest
+from scenerec.settings import LLMSettings, Settings
+from scenerec.stores.embeddings import Encoder
+
+
+def hist(*ids: str) -> UserHistory:
+    return UserHistory(
+        user_id="me",
+        entries=[
+            HistoryEntry(item_id=i, scene="arts", title=f"title {i}", position=p) for p, i in enumerate(ids)
+        ],
+    )
+
+
+def test_leave_one_out_on_hand_built_co_purchases_finds_the_known_answer() -> None:
+    # users x items: x was bought with a by three users, with b by one, never with c
+    ids = ["a", "b", "c", "x"]
+    rows = [[1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 0, 1], [0, 0, 1, 0], [0, 1, 1, 0]]
+    matrix = sparse.csc_matrix(np.array(rows, dtype=np.float32))
+    scorer = CooccurrenceScorer(Interactions(ids, matrix, [f"u{i}" for i in range(5)]))
+    (attribution,) = leave_one_out(scorer, hist("a", "b", "c"), ["x"])
+    assert attribution.score == 4.0
+    assert attribution.deltas == {"a": 3.0, "b": 1.0, "c": 0.0}
+    assert [(i, round(s, 2)) for i, s, _ in attribution.contributors(3)] == [("a", 0.75), ("b", 0.25)]
+
+
+def test_leave_one_out_on_a_hand_built_dense_model_credits_the_aligned_item() -> None:
+    # 2-d item space: x lies along a's direction, y along b's; the mean query of [a, b] ranks both
+    vectors = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    items = np.array([[0.9, 0.1], [0.1, 0.9]], dtype=np.float32)  # x, y (ids sorted)
+
+    def queries(histories):
+        out = []
+        for h in histories:
+            if not h.entries:
+                out.append(None)
+                continue
+            q = sum(vectors[i] for i in h.item_ids)
+            out.append((q / np.linalg.norm(q)).astype(np.float32))
+        return out
+
+    scorer = FusedScorer(
+        method="dense",
+        queries=queries,
+        full_scores=lambda q: q @ items.T,
+        dense_ids=["x", "y"],
+        lexical=None,
+        lexical_query=lambda h: "",
+        lexical_weight=0.0,
+        rrf_k=60,
+        dense_depth=10,
+        lexical_depth=10,
+    )
+    x, y = leave_one_out(scorer, hist("a", "b"), ["x", "y"])
+    assert x.deltas["a"] > 0 > x.deltas["b"] and y.deltas["b"] > 0 > y.deltas["a"]
+    assert [i for i, _, _ in x.contributors(2)] == ["a"]
+
+
+def test_every_cited_item_is_one_whose_removal_lowers_the_score(
+    tiny_settings: Settings, encoder: Encoder
+) -> None:
+    with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
+        for user in rec.items.users():
+            history = rec.history(user)
+            for scene in rec.items.scenes():
+                recs = rec.recommend(user, scene, k=5)
+                if not recs or recs[0].source == "popular":
+                    continue
+                scorer = rec.list_scorer(scene)
+                for r in recs:
+                    for e in [e for e in r.evidence if e.kind != "nearest"]:  # nearest: no item raised it
+                        assert e.share is not None and 0 < e.share <= 1
+                        full, cut = scorer.scores([history, without(history, e.item_id)], [r.item_id])[:, 0]
+                        assert cut < full, (user, scene, r.item_id, e.item_id)
+
+
+def test_scores_are_in_unit_range_and_fall_with_the_rank(tiny_settings: Settings, encoder: Encoder) -> None:
+    with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
+        for user in rec.items.users():
+            for scene in rec.items.scenes():
+                recs = rec.recommend(user, scene, k=8)
+                scores = [r.score for r in recs]
+                assert all(0.0 <= s <= 1.0 for s in scores)
+                assert all(a > b for a, b in itertools.pairwise(scores)), scores
+                assert all(r.raw_score is not None and r.method for r in recs)
+    assert percentile(1, 1000) == 1.0 and percentile(1000, 1000) == 0.001
+
+
+def test_why_breakdown_has_a_bar_per_contributor(tiny_settings: Settings, encoder: Encoder) -> None:
+    with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
+        user = rec.items.users()[0]
+        scene = rec.items.scenes()[-1]
+        top = rec.recommend(user, scene, k=3)[0]
+        found = breakdown(rec, rec.history(user), scene, top.item_id)
+        assert found.rank == 1 and found.method.startswith("mean-query") and found.contributors
+        assert abs(sum(e.share for e in found.contributors) - 1.0) < 1e-3
+        lines = breakdown_lines(found)
+        assert sum("█" in line or "▏" in line for line in lines) >= 1
+        assert found.contributors[0].title[:20] in "\n".join(lines)
+
+
+def _card() -> tuple[Recommendation, UserHistory]:
+    history = UserHistory(
+        user_id="u1",
+        entries=[
+            HistoryEntry(item_id="h1", scene="arts", title="acrylic paint set 24 colours", position=0),
+            HistoryEntry(item_id="h2", scene="arts", title="knitting needles bamboo", position=1),
+        ],
+    )
+    rec = Recommendation(
+        item_id="o1",
+        title="gel pens 12 colours",
+        scene="office",
+        score=1.0,
+        raw_score=0.5,
+        evidence=[
+            Evidence(
+                item_id="h1",
+                title="acrylic paint set 24 colours",
+                scene="arts",
+                similarity=0.5,
+                kind="co_purchase",
+                share=0.8,
+                count=7,
+                words=["colours"],
+            ),
+        ],
+    )
+    return rec, history
+
+
+def test_the_rephrasing_check_rejects_invented_items_numbers_and_attributes() -> None:
+    rec, _history = _card()
+    others = ["knitting needles bamboo"]
+    assert (
+        invented("7 shoppers who bought the paint also bought these colourful pens.", rec, others) is not None
+    )
+    assert (
+        invented("7 shoppers who bought the acrylic paint also bought these gel pens.", rec, others) is None
+    )
+    assert "number" in invented("412 shoppers who bought the paint also bought these pens.", rec, others)
+    assert "item" in invented("Goes with your knitting needles bamboo and these pens.", rec, others)
+    assert "item" in invented("Like «watercolor brush set», these pens fit.", rec, others)
+    assert "attribute" in invented("Waterproof gel pens like your acrylic paint.", rec, others)
+
+
+def test_an_llm_that_invents_is_rejected_counted_and_the_template_kept() -> None:
+    rec, history = _card()
+    items = {"o1": Item(item_id="o1", scene="office", title=rec.title, text="smooth gel ink")}
+    request = RerankRequest(subject="u1", history=history, scene="office", candidates=[rec], k=1, items=items)
+    settings = LLMSettings(backend="fake", use_profile=False)
+    # a fake backend that invents: a count the evidence does not have, then an item the user never had
+    inventing = FakeBackend().enqueue(
+        '{"because":"h1","reason":"412 shoppers who bought the paint got these gel pens."}'
+    )
+    result = Reranker(inventing, settings).rerank(request)
+    assert result.counters.invented_facts == 1 and result.counters.template_explanations == 1
+    assert result.recommendations[0].explanation == evidence_sentence(rec, "office")
+    assert "7 shoppers who bought «acrylic paint set 24 colours»" in result.recommendations[0].explanation
+    honest = FakeBackend().enqueue(
+        '{"because":"h1","reason":"7 shoppers who bought the paint also bought these gel pens."}'
+    )
+    kept = Reranker(honest, settings).rerank(request)
+    assert kept.counters.invented_facts == 0 and kept.counters.llm_explanations == 1
+    assert kept.recommendations[0].explanation.endswith(
+        "7 shoppers who bought the paint also bought these gel pens."
+    )
+
+
+def test_html_entities_are_decoded_once_when_the_catalog_is_read(tmp_path: Path) -> None:
+    (tmp_path / "items.jsonl").write_text(
+        json.dumps(
+            {
+                "item_id": "o1",
+                "scene": "office",
+                "title": "Desk &amp; Serving tray 52 x 70&quot;",
+                "text": "oak &amp; steel &lt;b&gt;",
+            }
+        )
+        + "\n"
+    )
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,scene,position\nu1,o1,office,0\n")
+    catalog = read_scene_catalog(tmp_path)
+    (item,) = catalog.items
+    assert item.title == 'Desk & Serving tray 52 x 70"' and item.text == "oak & steel <b>"
