@@ -272,7 +272,7 @@ def test_an_unavailable_backend_means_rules_and_templates(
     assert agent.parse_counts["llm_unavailable"] == 2
 
 
-def test_llm_explanations_come_from_the_rerank_stage(
+def test_llm_explanations_go_through_the_rerank_stage_and_its_evidence_check(
     tiny_settings: Settings, encoder: Encoder, tmp_path: Path
 ) -> None:
     fake = FakeBackend()
@@ -292,9 +292,12 @@ def test_llm_explanations_come_from_the_rerank_stage(
     agent = make_agent(tiny_settings, encoder, tmp_path, fake)
     session = agent.start("bob", "films")
     reply = agent.turn(session, "recommend something")
-    assert reply.path == "llm" and reply.explained_by == "llm"
-    assert all("warm kitchen mood" in r.explanation for r in reply.recommendations)
-    assert reply.text_profile == "enjoys cooking and baking stories"
+    # the explanations went through the rerank stage, whose check rejects a reason that names what its
+    # evidence does not ("warm kitchen mood", a number): the evidence template is kept instead
+    assert reply.path == "llm" and reply.text_profile == "enjoys cooking and baking stories"
+    assert reply.explained_by == "template"
+    assert not any("warm kitchen mood" in r.explanation for r in reply.recommendations)
+    assert all(any(e.title in r.explanation for e in r.evidence) for r in reply.recommendations if r.evidence)
 
 
 # --- hostile and odd input ---
