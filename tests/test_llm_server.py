@@ -9,6 +9,7 @@ scores) — and every rerank guarantee must still hold.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -65,7 +66,16 @@ class TransformersServer:
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # some transformers releases (5.19, vLLM's pin) list models by scanning the hub cache and
+            # answer /models with an error when that folder does not exist: give it an empty one
+            env={**os.environ, "HF_HUB_CACHE": str(self._hub_cache(log))},
         )
+
+    @staticmethod
+    def _hub_cache(log: Path) -> Path:
+        folder = log.parent / "hub-cache"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
