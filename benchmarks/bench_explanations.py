@@ -1,18 +1,20 @@
-"""Explanations: faithfulness, specificity, variety, LLM rephrasing acceptance, latency added to recommend.
+"""Explanations: faithfulness, specificity, variety (and, optionally, LLM rephrasing acceptance).
 
-    python benchmarks/bench_explanations.py --data-dir DIR --name demo [--users 200] [--llm-sample 20]
+    nice -n 19 python benchmarks/bench_explanations.py --data-dir DIR --name NAME [--users 200] \
+        [--llm-sample 20]
 
-Cases are the data directory's test cases (else its users); each is run in both settings: mixed (the whole
-history) and cold (the target scene's items dropped). Per shown item (k = 10):
+Cases are the data directory's test cases, one per user (the first of each user's two), else its
+users; each is run in both settings of the data README: mixed (the whole history) and cold (the target
+scene's items dropped). Which path ranked the lists (the mean query + BM25, or the trained transfer
+model when the data directory has a checkpoint) is named in the result. Per shown item (k = 10):
 
-- faithfulness: drop the cited (first) evidence item from the history, re-run the same retrieval, and see
-  whether the item's rank drops (an item pushed beyond the candidate depth counts as dropped, rank 101);
-  the same for the nearest-by-cosine history item, today's evidence, as the baseline in the same run;
-- specificity: the sentence names a co-purchase count, shared attribute words or peer count;
-- variety: distinct sentence shapes (templates) per list of 10;
-- latency: `recommend_for_history` with attribution and typed evidence against the same retrieval with
-  the old nearest-cosine evidence, same cases, interleaved.
+- faithfulness: drop the cited (first) evidence item from the history, re-run the same retrieval, and
+  see whether the item's rank drops (an item pushed beyond the candidate depth counts as rank 101); the
+  same for the nearest-by-cosine history item, today's evidence, as the baseline in the same run;
+- specificity: the sentence names a co-purchase count, shared attribute words or a peer count;
+- variety: distinct sentence shapes (templates) per list of 10.
 
+A quality run (nice -n 19, no lock); latency is measured by bench_explanation_latency.py under the lock.
 With --llm-sample N, N items go through the LLM stage (the configured backend; the embedded SmolLM2 by
 default) and the share of its rephrasings that pass the evidence check is reported with the pairs.
 Results: benchmarks/results/explanations/<name>.json and .md.
@@ -25,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,10 +36,55 @@ sys.path.insert(0, str(HERE))
 DEPTH = 100
 
 
-def rank_in(recommender, history, scene: str, item_id: str) -> int:
-    """1-based rank of an item in the retrieval list for a history (DEPTH + 1 when beyond DEPTH)."""
-    found = recommender.candidates([history], scene, DEPTH, [set(history.item_ids)])[0]
-    return next((n for n, c in enumerate(found, start=1) if c.item_id == item_id), DEPTH + 1)
+def new_ranks(rec, variants, scene: str, item_ids: list[str]) -> list[int]:
+    """Per (history, item): the item's 1-based rank in the retrieval list for that history (DEPTH + 1
+    when beyond DEPTH), all histories retrieved in one batch."""
+    if not variants:
+        return []
+    found = rec.candidates(variants, scene, DEPTH, [set(h.item_ids) for h in variants])
+    out = []
+    for listed, item_id in zip(found, item_ids):
+        out.append(next((n for n, c in enumerate(listed, start=1) if c.item_id == item_id), DEPTH + 1))
+    return out
+
+
+def summary(flags: list[bool], drops: list[int]) -> dict:
+    """Share of items whose rank dropped, and the drop's median and mean (in ranks)."""
+    return {
+        "share_dropped": round(sum(flags) / max(len(flags), 1), 4),
+        "items": len(flags),
+        "median_rank_drop": statistics.median(drops) if drops else None,
+        "mean_rank_drop": round(statistics.mean(drops), 2) if drops else None,
+    }
+
+
+@dataclass
+class Accumulator:
+    """What one setting has measured so far."""
+
+    ours_flags: list[bool] = field(default_factory=list)
+    ours_drops: list[int] = field(default_factory=list)
+    base_flags: list[bool] = field(default_factory=list)
+    base_drops: list[int] = field(default_factory=list)
+    same_cited: list[bool] = field(default_factory=list)
+    specific: list[bool] = field(default_factory=list)
+    variety: list[int] = field(default_factory=list)
+    shapes: dict[str, int] = field(default_factory=dict)
+    methods: set[str] = field(default_factory=set)
+    shown: int = 0
+
+    def report(self) -> dict:
+        return {
+            "lists": len(self.variety),
+            "shown_items": self.shown,
+            "methods": sorted(m for m in self.methods if m),
+            "faithfulness": summary(self.ours_flags, self.ours_drops),
+            "baseline_nearest_cosine_faithfulness": summary(self.base_flags, self.base_drops),
+            "cited_same_as_baseline": round(sum(self.same_cited) / max(len(self.same_cited), 1), 4),
+            "specificity": round(sum(self.specific) / max(len(self.specific), 1), 4),
+            "variety_mean_shapes_per_list": round(statistics.mean(self.variety), 2) if self.variety else None,
+            "shapes": dict(sorted(self.shapes.items(), key=lambda kv: -kv[1])),
+        }
 
 
 def main() -> None:
@@ -56,8 +104,9 @@ def main() -> None:
     from scenerec.recommend.retrieval import with_nearest_evidence
     from scenerec.rerank.rephrase import evidence_sentence, is_specific, sentence_shape
 
+    started = time.perf_counter()
     rec = Recommender.open(args.data_dir)
-    cases = rec.items.cases(args.split)[: args.users]
+    cases = list({c.user_id: c for c in reversed(rec.items.cases(args.split))}.values())[::-1][: args.users]
     histories = []
     for case in cases:
         items = rec.items.get_items(case.history)
@@ -73,26 +122,28 @@ def main() -> None:
         histories = [
             (u, s, rec.history(u)) for u in rec.items.users(args.users) for s in rec.items.scenes()[:1]
         ]
-    rec.recommend_for_history(histories[0][2], histories[0][1], 10)  # warm: indexes, interaction matrix
+    transfer = rec.transfer
     out: dict = {
         "machine": machine(),
         "data_dir": str(args.data_dir),
+        "split": args.split,
         "cases": len(histories),
+        "users": len({h.user_id for _, _, h in histories}),
+        "path": "transfer model" if transfer is not None else "mean query + BM25 (no transfer checkpoint)",
+        "k": 10,
+        "rescoring": f"the same retrieval rerun without the cited item, depth {DEPTH} (beyond: rank {DEPTH + 1})",
         "settings": {},
     }
-    samples = []
-    for setting in ("mixed", "cold"):
-        ours_t, base_t, faithful, base_faithful, drops, base_drops = [], [], [], [], [], []
-        specific, variety, shapes_all, methods, shown = [], [], {}, set(), 0
-        for case_id, scene, history in histories:
+    samples: list[dict] = []
+    acc = {setting: Accumulator() for setting in ("mixed", "cold")}
+    for done, (case_id, scene, full_history) in enumerate(histories, start=1):
+        for setting, a in acc.items():  # both settings per case, so a partial run still has both
+            history = full_history
             if setting == "cold":
                 history = UserHistory(user_id=history.user_id, entries=history.outside_scene(scene))
             if not history.entries:
                 continue
-            t = time.perf_counter()
             recs = rec.recommend_for_history(history, scene, 10)
-            ours_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
             candidates = rec.candidates([history], scene, 10, [set(history.item_ids)])[0]
             ids = [c.item_id for c in candidates]
             baseline = with_nearest_evidence(
@@ -104,23 +155,23 @@ def main() -> None:
                 scene,
                 rec.settings.retrieval.evidence_items,
             )
-            base_t.append(time.perf_counter() - t)
             shapes = set()
+            ours_v, ours_at, base_v, base_at = [], [], [], []
             for rank, (r, b) in enumerate(zip(recs, baseline), start=1):
-                shown += 1
-                methods.add(r.method)
+                a.shown += 1
+                a.methods.add(r.method)
                 shape = sentence_shape(r)
                 shapes.add(shape)
-                shapes_all[shape] = shapes_all.get(shape, 0) + 1
-                specific.append(is_specific(r))
+                a.shapes[shape] = a.shapes.get(shape, 0) + 1
+                a.specific.append(is_specific(r))
                 if r.evidence:
-                    new = rank_in(rec, without(history, r.evidence[0].item_id), scene, r.item_id)
-                    faithful.append(new > rank)
-                    drops.append(new - rank)
+                    ours_v.append(without(history, r.evidence[0].item_id))
+                    ours_at.append((r.item_id, rank))
                 if b.evidence:
-                    new = rank_in(rec, without(history, b.evidence[0].item_id), scene, b.item_id)
-                    base_faithful.append(new > rank)
-                    base_drops.append(new - rank)
+                    base_v.append(without(history, b.evidence[0].item_id))
+                    base_at.append((b.item_id, rank))
+                if r.evidence and b.evidence:
+                    a.same_cited.append(r.evidence[0].item_id == b.evidence[0].item_id)
                 if len(samples) < 12 and setting == "mixed" and rank <= 2:
                     samples.append(
                         {
@@ -130,38 +181,34 @@ def main() -> None:
                             "baseline_evidence": b.evidence[0].title if b.evidence else None,
                         }
                     )
-            variety.append(len(shapes))
-        ms = lambda xs, q: round(1000 * statistics.quantiles(xs, n=20)[q], 2) if len(xs) > 1 else None
-        out["settings"][setting] = {
-            "lists": len(variety),
-            "shown_items": shown,
-            "methods": sorted(m for m in methods if m),
-            "faithfulness": round(sum(faithful) / max(len(faithful), 1), 4),
-            "faithfulness_items": len(faithful),
-            "median_rank_drop": statistics.median(drops) if drops else None,
-            "mean_rank_drop": round(statistics.mean(drops), 2) if drops else None,
-            "baseline_faithfulness": round(sum(base_faithful) / max(len(base_faithful), 1), 4),
-            "baseline_median_rank_drop": statistics.median(base_drops) if base_drops else None,
-            "baseline_mean_rank_drop": round(statistics.mean(base_drops), 2) if base_drops else None,
-            "specificity": round(sum(specific) / max(len(specific), 1), 4),
-            "variety_mean_shapes_per_list": round(statistics.mean(variety), 2) if variety else None,
-            "shapes": shapes_all,
-            "latency_ms": {
-                "explained_p50": ms(ours_t, 9),
-                "explained_p95": ms(ours_t, 18),
-                "nearest_baseline_p50": ms(base_t, 9),
-                "nearest_baseline_p95": ms(base_t, 18),
-                "added_p50": round(ms(ours_t, 9) - ms(base_t, 9), 2) if len(ours_t) > 1 else None,
-            },
-        }
-        print(setting, json.dumps(out["settings"][setting], indent=1), flush=True)
-    out["samples"] = samples
+            for variants, at, flags, drops in (
+                (ours_v, ours_at, a.ours_flags, a.ours_drops),
+                (base_v, base_at, a.base_flags, a.base_drops),
+            ):
+                for (item_id, rank), new in zip(at, new_ranks(rec, variants, scene, [i for i, _ in at])):
+                    flags.append(new > rank)
+                    drops.append(new - rank)
+            a.variety.append(len(shapes))
+        if done % 5 == 0 or done == len(histories):
+            out["cases_done"] = done
+            out["settings"] = {setting: a.report() for setting, a in acc.items()}
+            out["samples"] = samples
+            out["seconds"] = round(time.perf_counter() - started, 1)
+            write(out, args.name)
+            print(done, json.dumps({k: v["faithfulness"] for k, v in out["settings"].items()}), flush=True)
     if args.llm_sample:
         out["llm"] = llm_sample(rec, histories, args.llm_sample)
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    print("wrote", write(out, args.name))
+
+
+def write(out: dict, name: str) -> Path:
+    """The result so far (rewritten every 5 cases, so a stopped run keeps what it measured)."""
     results = HERE / "results" / "explanations"
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
-    print("wrote", results / f"{args.name}.json")
+    path = results / f"{name}.json"
+    path.write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    return path
 
 
 def llm_sample(rec, histories, n: int) -> dict:

@@ -15,10 +15,12 @@ from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHi
 from scenerec.recommend.attribution import (
     CooccurrenceScorer,
     FusedScorer,
+    _ranks_within,
     leave_one_out,
     without,
 )
 from scenerec.recommend.evidence import Interactions
+from scenerec.recommend.memo import LRU, StoreMemo
 from scenerec.recommend.recommender import Recommender
 from scenerec.recommend.scores import percentile
 from scenerec.recommend.why import breakdown, breakdown_lines
@@ -26,6 +28,7 @@ from scenerec.rerank.rephrase import evidence_sentence, invented
 from scenerec.rerank.reranker import Reranker, RerankRequest
 from scenerec.settings import LLMSettings, Settings
 from scenerec.stores.embeddings import Encoder
+from scenerec.stores.lexical import BM25Index
 
 
 def hist(*ids: str) -> UserHistory:
@@ -208,3 +211,85 @@ def test_html_entities_are_decoded_once_when_the_catalog_is_read(tmp_path: Path)
     catalog = read_scene_catalog(tmp_path)
     (item,) = catalog.items
     assert item.title == 'Desk & Serving tray 52 x 70"' and item.text == "oak & steel <b>"
+
+
+def _brute_ranks(row: np.ndarray, columns: list[int]) -> list[int]:
+    """Rank by the definition: items scoring higher, then equal items at a lower position, plus one."""
+    return [
+        int((row > row[c]).sum() + (row[:c] == row[c]).sum()) + 1 if np.isfinite(row[c]) else len(row) + 1
+        for c in columns
+    ]
+
+
+def test_batched_ranks_equal_ranks_by_definition_within_the_depth() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 40, size=(7, 300)).astype(np.float64)  # many ties
+    scores[2, :5] = -np.inf
+    scores[3] = 0.0  # a BM25 row without a hit
+    columns = [0, 3, 17, 150, 299]
+    depth = 25
+    got = _ranks_within(scores, np.array(columns), depth)
+    for r, row in enumerate(scores):
+        want = [x if x <= depth else depth + 1 for x in _brute_ranks(row, columns)]
+        assert got[r].tolist() == want, r
+    lexical = _ranks_within(scores, np.array(columns), depth, floor=0.0)  # a 0 is no hit at any rank
+    assert (lexical[scores[:, columns] <= 0] == depth + 1).all()
+
+
+def test_bm25_scores_of_many_queries_equal_one_query_at_a_time() -> None:
+    docs = ["red gel pens fine", "blue gel pens", "acrylic paint red", "paint brushes fine red", "pens"]
+    index = BM25Index.build([f"d{i}" for i in range(len(docs))], docs)
+    queries = ["red pens", "fine paint paint", "", "nothing matches", "gel"]
+    many = index.scores_many(queries)
+    for q, row in zip(queries, many):
+        np.testing.assert_allclose(row, index.scores(q), rtol=1e-12, atol=0)
+
+
+def test_the_store_memo_forgets_everything_when_the_store_changes() -> None:
+    memo = StoreMemo().check(("1", "1", "0"))
+    memo.scene_names = ["arts"]
+    memo.vectors.put([("a", 1), ("b", 2)])
+    assert memo.vectors.missing(["a", "c", "c"]) == ["c"] and memo.vectors.take(["b", "a"]) == [2, 1]
+    small = LRU(2)
+    small.put([("x", 1), ("y", 2)])
+    small.take(["x"])  # y is now the least recently used
+    small.put([("z", 3)])
+    assert "y" not in small and "x" in small and len(small) == 2
+    assert memo.check(("1", "1", "0")).scene_names == ["arts"]  # same store: kept
+    assert memo.check(("2", "2", "0")).scene_names is None and len(memo.vectors) == 0  # new data: gone
+
+
+def test_a_rephrasing_in_the_templates_own_words_is_kept_and_a_rejection_says_why() -> None:
+    rec, history = _card()
+    second = Evidence(item_id="h2", title="knitting needles bamboo", scene="arts", similarity=0.1, kind="model",
+                      share=0.2)
+    rec = rec.model_copy(update={"evidence": [*rec.evidence, second]})
+    template = evidence_sentence(rec, "office")
+    assert template.endswith("«knitting needles bamboo» (arts) points the same way.")
+    items = {"o1": Item(item_id="o1", scene="office", title=rec.title, text="smooth gel ink")}
+    request = RerankRequest(subject="u1", history=history, scene="office", candidates=[rec], k=1, items=items)
+    settings = LLMSettings(backend="fake", use_profile=False)
+    # "point" and "way" are no title's words, only the template's: the sentence invents nothing
+    honest = FakeBackend().enqueue(
+        '{"because":"h1","reason":"7 shoppers of your acrylic paint set bought these gel pens; '
+        'the knitting needles point the same way."}'
+    )
+    kept = Reranker(honest, settings).rerank(request)
+    assert kept.counters.llm_explanations == 1 and not kept.rejected
+    assert kept.recommendations[0].explanation.endswith("the knitting needles point the same way.")
+    waterproof = FakeBackend().enqueue(
+        '{"because":"h1","reason":"Waterproof gel pens for your acrylic paint set."}'
+    )
+    refused = Reranker(waterproof, settings).rerank(request)
+    assert refused.counters.invented_facts == 1
+    assert "waterproof" in refused.rejected["o1"] and "Waterproof gel pens" in refused.rejected["o1"]
+
+
+def test_a_reason_that_links_nothing_but_glue_words_is_off_topic() -> None:
+    rec, history = _card()
+    items = {"o1": Item(item_id="o1", scene="office", title=rec.title, text="office products pens")}
+    request = RerankRequest(subject="u1", history=history, scene="office", candidates=[rec], k=1, items=items)
+    vacuous = FakeBackend().enqueue('{"because":"h1","reason":"You liked the product in the office scene."}')
+    result = Reranker(vacuous, LLMSettings(backend="fake", use_profile=False)).rerank(request)
+    assert result.counters.off_topic_reasons == 1 and result.counters.llm_explanations == 0
+    assert result.recommendations[0].explanation == evidence_sentence(rec, "office")

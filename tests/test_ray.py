@@ -54,6 +54,8 @@ def test_cli_score_on_ray_equals_one_process_run(local_ray, demo_settings, encod
     for user, ids, scores in zip(local.user_ids, local.item_ids, local.scores):
         assert back.item_ids[order[user]] == ids, user
         np.testing.assert_allclose(back.scores[order[user]], scores, rtol=0, atol=1e-12)
+    for user, raws in zip(local.user_ids, local.raw_scores):  # the raw model score travels too
+        np.testing.assert_allclose(back.raw_scores[order[user]], raws, rtol=0, atol=1e-12)
     again = CliRunner().invoke(cli, ["score", "--scene", "office", "--all", "--engine", "ray",
                                      "--out", str(out), "--data-dir", str(demo_settings.data_dir)])
     assert again.exit_code != 0 and "already exists" in str(again.exception)
@@ -113,3 +115,22 @@ def test_score_batch_ray_needs_an_output_folder(demo_settings, encoder, tmp_path
         with pytest.raises(Exception, match="unknown batch engine"):
             rec.score_batch(rec.items.users()[:3], "office", 5, engine="spark")
     assert not Path(tmp_path / "x").exists()
+
+
+def test_rerank_on_ray_equals_the_one_process_reranked_run(local_ray, tiny_settings, encoder, tmp_path):
+    """`--rerank` in the Ray pipeline: each actor builds the configured LLM backend (here the fake backend,
+    which scores labels by a hash of the prompt: control flow only) and reranks its users' candidates."""
+    llm = tiny_settings.llm.model_copy(update={"backend": "fake", "rerank_weight": 0.5, "candidates": 6})
+    settings = tiny_settings.model_copy(update={"llm": llm})
+    with Recommender.open(settings=settings, encoder=encoder) as rec:
+        users = rec.items.users()
+        plain = rec.score_batch(users, "films", 3)
+        local = rec.score_batch(users, "films", 3, rerank=True)
+        distributed = rec.score_batch(users, "films", 3, rerank=True, engine="ray", out=tmp_path / "parts",
+                                      batch_size=1)
+    assert len(list((tmp_path / "parts").glob("*.parquet"))) > 1  # several actor batches
+    assert local.item_ids != plain.item_ids  # the LLM stage really changed a list
+    assert distributed.user_ids == local.user_ids == users
+    assert distributed.item_ids == local.item_ids
+    for ours, theirs in zip(distributed.scores + distributed.raw_scores, local.scores + local.raw_scores):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)

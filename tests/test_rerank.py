@@ -281,7 +281,8 @@ def test_invalid_citation_is_regenerated_once_then_templated() -> None:
 
 def test_copied_and_off_topic_reasons_get_the_template() -> None:
     backend = FakeBackend().enqueue(
-        '{"because":"h1","reason":"Canvas panels give your acrylic paints a surface to work on."}',  # the example
+        '{"because":"h1","reason":"You liked the acrylic paint set in arts, '
+        'and these panels are for acrylic too."}',  # the worked example of system.txt, copied
         '{"because":"h2","reason":"paper clips jumbo"}',  # the title
         '{"because":"h3","reason":"Why the user would like it?"}',
     )

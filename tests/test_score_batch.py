@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -20,10 +22,12 @@ def tiny(tiny_settings, encoder):
 def assert_agrees(rec: Recommender, users: list[str], scene: str, k: int) -> BatchScores:
     batch = rec.score_batch(users, scene, k, batch_size=7)
     assert batch.user_ids == users
-    for user_id, ids, scores in zip(batch.user_ids, batch.item_ids, batch.scores):
+    for user_id, ids, scores, raws in zip(batch.user_ids, batch.item_ids, batch.scores, batch.raw_scores):
         single = rec.recommend(user_id, scene, k)
         assert ids == [r.item_id for r in single], user_id
-        assert [round(s, 6) for s in scores] == [round(r.raw_score, 6) for r in single], user_id
+        assert scores == [r.score for r in single], user_id  # the readable score recommend shows
+        assert [round(s, 6) for s in raws] == [round(r.raw_score, 6) for r in single], user_id
+        assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
     return batch
 
 
@@ -62,6 +66,7 @@ def test_file_output_reads_back(tiny, tmp_path, suffix):
     back = read_scores(path)
     assert back.user_ids == batch.user_ids and back.item_ids == batch.item_ids
     assert sum(back.scores, []) == pytest.approx(sum(batch.scores, []), rel=1e-12)
+    assert sum(back.raw_scores, []) == pytest.approx(sum(batch.raw_scores, []), rel=1e-12)
     if suffix == ".parquet":
         assert (back.scene, back.k) == ("films", 4)
     with pytest.raises(ScenerecError, match=r"\.parquet or \.csv"):
@@ -75,6 +80,11 @@ def test_cli_users_file_and_usage_errors(tiny_settings, tmp_path):
     base = ["score", "--scene", "books", "--data-dir", str(tiny_settings.data_dir)]
     out = runner.invoke(cli, [*base, "--users", str(users), "--out", str(tmp_path / "s.csv"), "--json"])
     assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    assert shown["columns"] == ["user_id", "rank", "item_id", "score", "raw_score"]
+    first = shown["first_user"]["items"]
+    assert first[0]["score"] > first[-1]["score"] and all(0 <= i["score"] <= 1 for i in first)
+    assert first[0]["score"] != first[0]["raw_score"]  # the readable score, not the raw RRF one
     assert read_scores(tmp_path / "s.csv").user_ids == ["bob", "dan"]
     assert runner.invoke(cli, [*base, "--out", str(tmp_path / "x.csv")]).exit_code != 0  # no users given
     bad = runner.invoke(cli, [*base, "--all", "--out", str(tmp_path / "p")])

@@ -10,10 +10,15 @@ import click
 from tqdm import tqdm
 
 from ..errors import ScenerecError
-from ..recommend.batch_output import FORMATS
+from ..recommend.batch_output import COLUMNS, FORMATS
 from ..recommend.recommender import BATCH_ENGINES, Recommender
 from ..settings import Settings
 from .common import common_options, emit_json
+
+SCORE_MEANING = (
+    "score = the percentile within the scene that `recommend` shows (1.0 = the scene's first item), "
+    "raw_score = the ranking model's own score"
+)
 
 
 def read_user_file(path: Path) -> list[str]:
@@ -74,10 +79,18 @@ def score(
         "scene": scene, "k": k, "users": len(result), "engine": engine,
         "out": str(out), "seconds": round(seconds, 3),
         "users_per_second": round(len(result) / seconds, 1) if seconds > 0 else None,
+        "columns": list(COLUMNS), "score": SCORE_MEANING,
+        "first_user": (
+            {"user_id": result.user_ids[0], "items": [
+                {"item_id": i, "score": s, "raw_score": r}
+                for i, s, r in zip(result.item_ids[0], result.scores[0], result.raw_scores[0])
+            ]} if len(result) else None
+        ),
     }
     if as_json:
         emit_json(summary)
     else:
         click.echo(
-            f"scored {len(result)} users in '{scene}' ({engine}, k={k}) in {seconds:.1f} s -> {out}"
+            f"scored {len(result)} users in '{scene}' ({engine}, k={k}) in {seconds:.1f} s -> {out}\n"
+            f"columns: {', '.join(COLUMNS)}; {SCORE_MEANING}"
         )

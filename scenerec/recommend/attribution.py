@@ -8,7 +8,8 @@ histories per list.
 
 Implementations: `FusedScorer` is the list `recommend` ships — the dense list of a query (the trained
 transfer model's, or the mean query's) fused by reciprocal rank with the BM25 list of the recent titles;
-with a BM25 weight of 0 it is the dense model's own score. `CooccurrenceScorer` scores by co-purchases
+with a BM25 weight of 0 it is the dense list's reciprocal rank alone (the list's own score), so a
+contribution is always a move in the list, never a raw score that fell for every item alike. `CooccurrenceScorer` scores by co-purchases
 with the history. Evidence is then typed (`evidence.typed_evidence`) and the score made readable
 (`scores.percentile`).
 """
@@ -41,33 +42,50 @@ class ListScorer(Protocol):
         ...
 
 
-def _ranks_of(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """1-based ranks of several columns of a score row, ties to the lower position (= lower id)."""
-    values = scores[columns]
-    above = (scores[None, :] > values[:, None]).sum(axis=1)
-    tied_before = np.array([(scores[:c] == v).sum() for c, v in zip(columns, values)])
-    ranks = above + tied_before + 1
-    return np.where(np.isfinite(values), ranks, len(scores) + 1)
+def _ranks_within(
+    scores: np.ndarray, columns: np.ndarray, depth: int, floor: float = -np.inf
+) -> np.ndarray:
+    """1-based ranks of some columns in every row of a (rows, n) score matrix, ties to the lower
+    position (= lower id), exact up to `depth`; `depth + 1` for a column ranked beyond it, for a
+    non-finite value, and for a value not above `floor` (a BM25 score of 0 is no hit).
 
-
-def _rank_of(scores: np.ndarray, column: int) -> int:
-    """1-based rank of `column` in a score row, ties to the lower position (= lower id)."""
-    value = scores[column]
-    if not np.isfinite(value):
-        return len(scores) + 1
-    return int((scores > value).sum() + (scores[:column] == value).sum()) + 1
+    Only the ranks within the depth move a fused score, so each row is cut at its depth-th largest
+    value (one partition for all rows) and a column is compared with the few values above the cut,
+    not with the whole scene."""
+    scores = np.atleast_2d(scores)
+    rows, n = scores.shape
+    columns = np.asarray(columns, dtype=np.int64)
+    values = scores[:, columns]  # (rows, c)
+    out = np.full(values.shape, depth + 1, dtype=np.int64)
+    if rows == 0 or len(columns) == 0 or depth < 1:
+        return out
+    cut = np.partition(scores, n - depth, axis=1)[:, n - depth] if n > depth else np.full(rows, -np.inf)
+    for r in range(rows):
+        need = np.flatnonzero((values[r] >= cut[r]) & (values[r] > floor) & np.isfinite(values[r]))
+        if not len(need):
+            continue
+        # every value above one at or over the cut is itself over the cut (or over the floor)
+        top = np.flatnonzero(scores[r] >= cut[r]) if cut[r] > floor else np.flatnonzero(scores[r] > floor)
+        s, v, c = scores[r, top][None, :], values[r, need][:, None], columns[need][:, None]
+        rank = (s > v).sum(axis=1) + ((s == v) & (top[None, :] < c)).sum(axis=1) + 1
+        out[r, need] = np.minimum(rank, depth + 1)
+    return out
 
 
 @dataclass
 class FusedScorer:
-    """The shipped list: reciprocal-rank fusion of a dense list and a BM25 list (or the dense score alone
-    when the BM25 weight is 0), computed exactly for any history, ranks over the whole scene."""
+    """The shipped list: reciprocal-rank fusion of a dense list and a BM25 list (the dense list's reciprocal
+    rank alone when the BM25 weight is 0), computed exactly for any history, ranks over the whole scene.
+
+    `scores` is a few matrix operations for the whole batch: one dense product for every history, one
+    BM25 product for the distinct BM25 queries, one partition per score matrix for the ranks of every
+    candidate in every row. Build one per scene and reuse it (its id maps are made once)."""
 
     method: str
     queries: Callable[[Sequence[UserHistory]], Sequence[np.ndarray | None]]
     full_scores: Callable[[np.ndarray], np.ndarray]  # (n, width) query rows -> (n, n_scene_items)
     dense_ids: Sequence[str]  # columns of full_scores, sorted by id
-    lexical: object | None  # a BM25Index (`scores(query)`, `ids`), or None
+    lexical: object | None  # a BM25Index (`scores_many(queries)`, `ids`), or None
     lexical_query: Callable[[UserHistory], str]
     lexical_weight: float
     rrf_k: int
@@ -76,70 +94,66 @@ class FusedScorer:
 
     def __post_init__(self) -> None:
         self._column = {item_id: c for c, item_id in enumerate(self.dense_ids)}
+        if self.lexical is not None:
+            ids = self.lexical.ids  # type: ignore[attr-defined]
+            self._lex_order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+            self._lex_pos = {ids[p]: q for q, p in enumerate(self._lex_order.tolist())}
 
-    def _dense(self, histories: Sequence[UserHistory]) -> list[np.ndarray | None]:
+    def _dense(self, histories: Sequence[UserHistory]) -> tuple[np.ndarray, np.ndarray]:
+        """Full float64 score rows (the history's own items -inf) of the histories that have a query,
+        and which histories those are."""
         queries = list(self.queries(histories))
-        rows = [r for r, q in enumerate(queries) if q is not None]
-        out: list[np.ndarray | None] = [None] * len(histories)
-        if rows:
-            full = self.full_scores(np.stack([queries[r] for r in rows]).astype(np.float32))
-            for r, row in zip(rows, full):
-                row = np.array(row, dtype=np.float64)
-                own = [self._column[i] for i in histories[r].item_ids if i in self._column]
-                row[own] = -np.inf
-                out[r] = row
-        return out
+        rows = np.array([r for r, q in enumerate(queries) if q is not None], dtype=np.int64)
+        if not len(rows):
+            return np.zeros((0, len(self.dense_ids))), rows
+        full = np.array(self.full_scores(np.stack([queries[r] for r in rows]).astype(np.float32)), dtype=np.float64)
+        for at, r in enumerate(rows.tolist()):
+            own = [self._column[i] for i in histories[r].item_ids if i in self._column]
+            full[at, own] = -np.inf
+        return full, rows
 
     def scores(self, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> np.ndarray:
-        dense = self._dense(histories)
-        cols = [self._column.get(i, -1) for i in item_ids]
+        dense, rows = self._dense(histories)
+        cols = np.array([self._column.get(i, -1) for i in item_ids], dtype=np.int64)
+        at = np.flatnonzero(cols >= 0)
+        known = cols[at]
+        # the dense part is rank-based even without BM25 (what retrieval's list score is): a raw score
+        # that falls without a history item may fall for every item alike and move no rank
         out = np.zeros((len(histories), len(item_ids)))
-        fused = self.lexical is not None and self.lexical_weight > 0
-        lexical_rows: dict[str, np.ndarray] = {}
-        for r, history in enumerate(histories):
-            row = dense[r]
-            known = np.array([c for c in cols if c >= 0], dtype=np.int64)
-            at = [j for j, c in enumerate(cols) if c >= 0]
-            if not fused:
-                out[r] = -np.inf
-                if row is not None:
-                    out[r, at] = row[known]
-            elif row is not None and len(known):
-                ranks = _ranks_of(row, known)
-                out[r, at] = np.where(ranks <= self.dense_depth, 1.0 / (self.rrf_k + ranks), 0.0)
-                # where a removal moves no rank, the dense score still says which items pulled; TIE keeps
-                # it far below the gap between two adjacent ranks' RRF scores, so the order is the list's
-                values = row[known]
-                out[r, at] += TIE * np.where(np.isfinite(values), np.tanh(values), 0.0)
-            if fused:
-                query = self.lexical_query(history)
-                if query not in lexical_rows:
-                    lexical_rows[query] = self._lexical_row(query, history)
-                lex = lexical_rows[query]
-                for j, item_id in enumerate(item_ids):
-                    p = self._lexical_position.get(item_id, -1)
-                    if p >= 0 and lex[p] > 0:
-                        rank = _rank_of(lex, p)
-                        if rank <= self.lexical_depth:
-                            out[r, j] += self.lexical_weight / (self.rrf_k + rank)
+        if len(rows) and len(at):
+            ranks = _ranks_within(dense, known, self.dense_depth)
+            values = dense[:, known]
+            part = np.where(ranks <= self.dense_depth, 1.0 / (self.rrf_k + ranks), 0.0)
+            # where a removal moves no rank, the dense score still says which items pulled; TIE keeps
+            # it far below the gap between two adjacent ranks' RRF scores, so the order is the list's
+            part += TIE * np.where(np.isfinite(values), np.tanh(values), 0.0)
+            out[np.ix_(rows, at)] = part
+        if self.lexical is not None and self.lexical_weight > 0:
+            self._add_lexical(out, histories, item_ids)
         return out
 
-    @property
-    def _lexical_position(self) -> Mapping[str, int]:
-        if not hasattr(self, "_lex_pos"):
-            self._lex_order = sorted(range(len(self.lexical.ids)), key=self.lexical.ids.__getitem__)  # type: ignore[union-attr]
-            self._lex_pos = {self.lexical.ids[p]: q for q, p in enumerate(self._lex_order)}  # type: ignore[union-attr]
-        return self._lex_pos
-
-    def _lexical_row(self, query: str, history: UserHistory) -> np.ndarray:
-        """BM25 scores in id order (so ties go to the lower id), the history's own items removed."""
-        positions = self._lexical_position
-        if not query.strip():
-            return np.zeros(len(positions))
-        row = np.asarray(self.lexical.scores(query), dtype=np.float64)[self._lex_order]  # type: ignore[union-attr]
-        own = [positions[i] for i in history.item_ids if i in positions]
-        row[own] = 0.0
-        return row
+    def _add_lexical(self, out: np.ndarray, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> None:
+        """Add the BM25 list's weight / (rrf_k + rank) for the items within its depth, per history."""
+        positions = np.array([self._lex_pos.get(i, -1) for i in item_ids], dtype=np.int64)
+        at = np.flatnonzero(positions >= 0)
+        if not len(at) or not histories:
+            return
+        queries = [self.lexical_query(h) for h in histories]
+        distinct = list(dict.fromkeys(q for q in queries if q.strip()))
+        base = np.zeros((len(distinct), len(self._lex_order)))
+        if distinct:  # in id order, so ties go to the lower id
+            base = self.lexical.scores_many(distinct)[:, self._lex_order]  # type: ignore[union-attr]
+        row_of = {q: r for r, q in enumerate(distinct)}
+        rows = np.zeros((len(histories), len(self._lex_order)))
+        for r, (history, query) in enumerate(zip(histories, queries)):
+            if query in row_of:
+                rows[r] = base[row_of[query]]
+                # each history's own items are dropped, as retrieval for that history excludes them
+                rows[r, [self._lex_pos[i] for i in history.item_ids if i in self._lex_pos]] = 0.0
+        values = rows[:, positions[at]]
+        ranks = _ranks_within(rows, positions[at], self.lexical_depth, floor=0.0)
+        hit = (values > 0) & (ranks <= self.lexical_depth)
+        out[:, at] += np.where(hit, self.lexical_weight / (self.rrf_k + ranks), 0.0)
 
 
 @dataclass

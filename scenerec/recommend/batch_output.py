@@ -8,18 +8,22 @@ from pathlib import Path
 from ..errors import ScenerecError
 
 FORMATS = (".parquet", ".csv")
-COLUMNS = ("user_id", "rank", "item_id", "score")
+# score: the readable score `recommend` shows (percentile within the scene, recommend/scores.py);
+# raw_score: the ranking model's own (fused RRF, or the LLM stage's fused score with --rerank)
+COLUMNS = ("user_id", "rank", "item_id", "score", "raw_score")
 
 
 @dataclass
 class BatchScores:
-    """Top-k per user: `item_ids[u]` and `scores[u]` best first (shorter than k when a scene runs out)."""
+    """Top-k per user: `item_ids[u]`, `scores[u]` (readable) and `raw_scores[u]` best first (shorter
+    than k when a scene runs out)."""
 
     scene: str
     k: int
     user_ids: list[str] = field(default_factory=list)
     item_ids: list[list[str]] = field(default_factory=list)
     scores: list[list[float]] = field(default_factory=list)
+    raw_scores: list[list[float]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -28,16 +32,18 @@ class BatchScores:
         self.user_ids += other.user_ids
         self.item_ids += other.item_ids
         self.scores += other.scores
+        self.raw_scores += other.raw_scores
 
     def columns(self) -> dict[str, list]:
         """Long format: one row per (user, rank), rank 1-based."""
-        users, ranks, items, scores = [], [], [], []
-        for user_id, ids, values in zip(self.user_ids, self.item_ids, self.scores):
+        users, ranks, items, scores, raw = [], [], [], [], []
+        for user_id, ids, values, raws in zip(self.user_ids, self.item_ids, self.scores, self.raw_scores):
             users += [user_id] * len(ids)
             ranks += range(1, len(ids) + 1)
             items += ids
             scores += values
-        return {"user_id": users, "rank": ranks, "item_id": items, "score": scores}
+            raw += raws
+        return {"user_id": users, "rank": ranks, "item_id": items, "score": scores, "raw_score": raw}
 
     def write(self, path: Path) -> Path:
         """Write as parquet or CSV, chosen by the file suffix; returns the path."""
@@ -53,6 +59,7 @@ class BatchScores:
                 "rank": pa.array(columns["rank"], pa.int32()),
                 "item_id": pa.array(columns["item_id"], pa.string()),
                 "score": pa.array(columns["score"], pa.float64()),
+                "raw_score": pa.array(columns["raw_score"], pa.float64()),
             },
             metadata={"scene": self.scene, "k": str(self.k)},
         )
@@ -94,14 +101,19 @@ def read_scores(path: Path, scene: str = "", k: int = 0) -> BatchScores:
             import pyarrow.csv as pcsv
 
             types = {"user_id": pa.string(), "rank": pa.int32(), "item_id": pa.string(),
-                     "score": pa.float64()}
+                     "score": pa.float64(), "raw_score": pa.float64()}
             table = pcsv.read_csv(file, convert_options=pcsv.ConvertOptions(column_types=types))
         data = table.to_pydict()
-        for user_id, rank, item_id, score in zip(*(data[c] for c in COLUMNS)):
+        missing = [c for c in COLUMNS if c not in data]
+        if missing:
+            raise ScenerecError(f"{file} is not a score file: no column {', '.join(missing)}")
+        for user_id, rank, item_id, score, raw in zip(*(data[c] for c in COLUMNS)):
             if rank == 1 or not result.user_ids or result.user_ids[-1] != user_id:
                 result.user_ids.append(user_id)
                 result.item_ids.append([])
                 result.scores.append([])
+                result.raw_scores.append([])
             result.item_ids[-1].append(item_id)
             result.scores[-1].append(score)
+            result.raw_scores[-1].append(raw)
     return result

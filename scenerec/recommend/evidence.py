@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,12 @@ WORD = re.compile(r"[a-z][a-z'-]{2,}")
 
 def content_words(text: str) -> list[str]:
     """Lowercase words of 3+ letters that say something (no stopwords), in order, once each."""
-    return list(dict.fromkeys(w.strip("'-") for w in WORD.findall(text.lower()) if w not in STOPWORDS))
+    return list(_content_words(text))
+
+
+@lru_cache(maxsize=16384)  # the same history texts are compared with every candidate of a list
+def _content_words(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(w.strip("'-") for w in WORD.findall(text.lower()) if w not in STOPWORDS))
 
 
 def shared_words(a: str, b: str, limit: int = 3) -> list[str]:
@@ -176,17 +182,23 @@ class Interactions:
             return np.zeros(0, dtype=np.int32)
         return self.users.indices[self.users.indptr[c] : self.users.indptr[c + 1]]
 
+    def _buyers(self, item_ids: Sequence[str]) -> sparse.csc_matrix:
+        """(n_users, len(item_ids)) binary columns of the given items (all zero for an unknown item),
+        assembled from the stored columns' index slices (no sparse fancy indexing)."""
+        parts = [self._users(i) for i in item_ids]
+        pointers = np.zeros(len(parts) + 1, dtype=np.int64)
+        pointers[1:] = np.cumsum([len(p) for p in parts])
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        return sparse.csc_matrix(
+            (np.ones(len(rows), dtype=np.float32), rows, pointers), shape=(self.users.shape[0], len(parts))
+        )
+
     def co_purchases(self, history_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
-        """(len(history_ids), len(item_ids)) counts of users who bought both."""
-        items = [self._users(i) for i in item_ids]
-        out = np.zeros((len(history_ids), len(item_ids)), dtype=np.int64)
-        for r, h in enumerate(history_ids):
-            users = self._users(h)
-            if len(users):
-                for c, buyers in enumerate(items):
-                    if len(buyers):
-                        out[r, c] = np.intersect1d(users, buyers, assume_unique=True).size
-        return out
+        """(len(history_ids), len(item_ids)) counts of users who bought both (one sparse product)."""
+        if not len(history_ids) or not len(item_ids):
+            return np.zeros((len(history_ids), len(item_ids)), dtype=np.int64)
+        both = (self._buyers(history_ids).T @ self._buyers(item_ids)).toarray()
+        return np.rint(both).astype(np.int64)  # sums of ones in float32: exact below 2**24 users
 
     def peers(
         self, user_id: str, history_ids: Sequence[str], item_ids: Sequence[str]
@@ -200,7 +212,9 @@ class Interactions:
         own = self.row.get(user_id)
         if own is not None:
             others = others[others != own]
-        counts = np.array([np.isin(self._users(i), others, assume_unique=True).sum() for i in item_ids])
+        mask = np.zeros(self.users.shape[0], dtype=np.float32)
+        mask[others] = 1.0
+        counts = np.rint(self._buyers(item_ids).T @ mask) if len(item_ids) else np.zeros(0)
         return counts.astype(np.int64), len(others)
 
 

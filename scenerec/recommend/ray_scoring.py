@@ -44,6 +44,7 @@ class ScoringActor:
             "rank": np.array(columns["rank"], dtype=np.int32),
             "item_id": np.array(columns["item_id"], dtype=object),
             "score": np.array(columns["score"], dtype=np.float64),
+            "raw_score": np.array(columns["raw_score"], dtype=np.float64),
         }
 
 
@@ -65,7 +66,8 @@ def score_with_ray(
 
     Each actor opens the stores once with `opener(settings)` (the Recommender class) and scores its batches.
     `actors` defaults to the cluster's CPUs divided by `cpus_per_actor`. The part files hold the
-    columns `user_id, rank, item_id, score`; Ray writes them unordered, so the result is re-sorted here.
+    columns `user_id, rank, item_id, score, raw_score` (batch_output.COLUMNS); Ray writes them
+    unordered, so the result is re-sorted here.
     """
     out = Path(out)
     if out.suffix.lower() == ".csv":
@@ -88,11 +90,12 @@ def score_with_ray(
     )
     scored.write_parquet(str(out))
     found = read_scores(out, scene=scene, k=k)
-    by_user = {u: (items, values) for u, items, values in zip(found.user_ids, found.item_ids, found.scores)}
+    by_user = {u: row for u, *row in zip(found.user_ids, found.item_ids, found.scores, found.raw_scores)}
     result = BatchScores(scene=scene, k=k)
     for user in user_ids:
-        items, values = by_user.get(user, ([], []))
+        items, values, raws = by_user.get(user, ([], [], []))
         result.user_ids.append(user)
         result.item_ids.append(list(items))
         result.scores.append(list(values))
+        result.raw_scores.append(list(raws))
     return result

@@ -39,6 +39,7 @@ from ..transfer.scorer import TransferScorer
 from .attribution import FusedScorer, attributed_recommendations
 from .batch_output import BatchScores
 from .evidence import Interactions
+from .memo import StoreMemo
 from .retrieval import (
     Candidate,
     DenseIndex,
@@ -88,6 +89,7 @@ class Recommender:
         self.last_check: IntegrityReport | None = None  # what the check on open (or refresh) found
         self._transfer: tuple[tuple[int, int], TransferScorer | None] | None = None  # (stamp, model)
         self._interactions: tuple[tuple[str, ...], Interactions] | None = None  # (store stamp, matrix)
+        self._memo = StoreMemo()  # per-store-version lookups a request repeats (recommend/memo.py)
         self._vector_model = self.items.manifest().get("vector_model")
         # exact in-memory vectors per scene, rebuilt when the store version changes; chroma stays the
         # durable index and serves `search_items`
@@ -195,7 +197,10 @@ class Recommender:
         return self.items.scene_info()
 
     def check_scene(self, scene: str) -> None:
-        known = self.items.scenes()
+        memo = self._memo.check(self._stamp)
+        if memo.scene_names is None:
+            memo.scene_names = self.items.scenes()
+        known = memo.scene_names
         if scene not in known:
             raise UnknownSceneError(scene, known)
 
@@ -206,14 +211,20 @@ class Recommender:
 
     def item_vectors(self, item_ids: Sequence[str]) -> np.ndarray:
         """Stored vectors of items, in the order given; (0, d) for none."""
-        hashes = self.items.content_hashes(item_ids)
-        found = self.cache.get_many(self._vector_model or self.encoder.name, list(set(hashes.values())))
-        missing = [i for i in item_ids if hashes.get(i) not in found]
-        if missing:
-            raise StoreError(f"no stored vector for items {missing[:5]}: run `scenerec ingest` again")
         if not item_ids:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([found[hashes[i]] for i in item_ids]).astype(np.float32)
+        memo = self._memo.check(self._stamp).vectors
+        wanted = memo.missing(item_ids)
+        if wanted:
+            hashes = self.items.content_hashes(wanted)  # type: ignore[arg-type]
+            found = self.cache.get_many(self._vector_model or self.encoder.name, list(set(hashes.values())))
+            missing = [i for i in wanted if hashes.get(i) not in found]  # type: ignore[call-overload]
+            if missing:
+                raise StoreError(f"no stored vector for items {missing[:5]}: run `scenerec ingest` again")
+            memo.put((i, found[hashes[i]]) for i in wanted)  # type: ignore[index]
+            if len(wanted) > memo.size:  # more than the memo holds: read them straight
+                return np.stack([found[hashes[i]] for i in item_ids]).astype(np.float32)
+        return np.stack(memo.take(item_ids)).astype(np.float32)
 
     # --- recommending ---
 
@@ -225,6 +236,7 @@ class Recommender:
         self, user_id: str, scene: str, k: int = 10, *, exclude: Collection[str] = ()
     ) -> list[Recommendation]:
         """Top-k items of `scene` for a stored user; none from their history or `exclude`."""
+        self.refresh()
         self._check_k(k)
         self.check_scene(scene)
         return self.recommend_for_history(self.history(user_id), scene, k, exclude=exclude)
@@ -252,12 +264,27 @@ class Recommender:
         """
         transfer = self.transfer
         if transfer is not None and transfer.covers(scene):
-            return list(transfer.queries([h.item_ids for h in histories], scene))
+            return self._transfer_queries(transfer, histories, scene)
         decay = self.settings.retrieval.recency_decay
         ids = list(dict.fromkeys(i for h in histories for i in h.item_ids))
         vectors = self.item_vectors(ids)
         row = {item_id: r for r, item_id in enumerate(ids)}
         return [mean_query(vectors[[row[i] for i in h.item_ids]], decay) for h in histories]
+
+    def _transfer_queries(
+        self, transfer: TransferScorer, histories: Sequence[UserHistory], scene: str
+    ) -> list[np.ndarray | None]:
+        """The transfer model's query rows; a request's history is encoded once (for retrieval) and
+        reused by its attribution, so both score the very same row."""
+        memo = self._memo.check(self._stamp).queries
+        model_stamp = self._transfer[0] if self._transfer is not None else None  # this model's rows only
+        keys = [(model_stamp, scene, tuple(h.item_ids)) for h in histories]
+        if len(histories) > memo.size:  # a bulk batch (score_batch): nothing to reuse
+            return list(transfer.queries([h.item_ids for h in histories], scene))
+        todo = memo.missing(keys)
+        if todo:
+            memo.put(zip(todo, transfer.queries([list(key[2]) for key in todo], scene)))  # type: ignore[index]
+        return memo.take(keys)
 
     def dense_index(self, scene: str) -> DenseIndex:
         """The exact index of the scene's items in the space `user_vectors` returns."""
@@ -303,7 +330,8 @@ class Recommender:
         engine: str = "local",
         address: str | None = None,
     ) -> BatchScores:
-        """Top-k ids and scores of `scene` for many stored users: what `recommend` returns, in bulk.
+        """Top-k ids and scores of `scene` for many stored users: what `recommend` returns, in bulk
+        (`scores`: the readable percentile within the scene, `raw_scores`: the ranking model's own).
 
         `engine="ray"` scores on Ray Data instead (`recommend.ray_scoring`; `out` is then a folder of
         parquet parts, `address` a cluster to join), with the same result.
@@ -334,8 +362,9 @@ class Recommender:
             if backend is not None and rerank:
                 ranked_lists = self._reranked(full, scene, k, backend)
             else:
+                n_items = len(self.dense_index(scene))  # the readable score, as `recommend` shows it
                 ranked_lists = [
-                    [(c.item_id, c.score) for c in found]
+                    [(c.item_id, percentile(rank, n_items), c.score) for rank, c in enumerate(found, start=1)]
                     for found in self.candidates(full, scene, k, [set(h.item_ids) for h in full])
                 ]
             fused = iter(ranked_lists)
@@ -343,10 +372,11 @@ class Recommender:
                 if h.entries:
                     ranked = next(fused)
                 else:
-                    ranked = [(r.item_id, r.raw_score or 0.0) for r in self.popular(scene, k)]
+                    ranked = [(r.item_id, r.score, r.raw_score or 0.0) for r in self.popular(scene, k)]
                 result.user_ids.append(h.user_id)
-                result.item_ids.append([i for i, _ in ranked])
-                result.scores.append([s for _, s in ranked])
+                result.item_ids.append([i for i, _, _ in ranked])
+                result.scores.append([s for _, s, _ in ranked])
+                result.raw_scores.append([raw for _, _, raw in ranked])
             if progress is not None:
                 progress(len(result))
         if out is not None:
@@ -355,12 +385,12 @@ class Recommender:
 
     def _reranked(
         self, histories: Sequence[UserHistory], scene: str, k: int, backend: LLMBackend
-    ) -> list[list[tuple[str, float]]]:
+    ) -> list[list[tuple[str, float, float]]]:
         n = max(k, self.settings.llm.candidates)
         found = self.candidates(histories, scene, n, [set(h.item_ids) for h in histories])
         candidates = [self.with_evidence(c, h, scene) for c, h in zip(found, histories)]
         results = self.rerank_batch(histories, scene, candidates, backend, k=k, explain=False)
-        return [[(r.item_id, r.raw_score or 0.0) for r in result.recommendations[:k]] for result in results]
+        return [[(r.item_id, r.score, r.raw_score or 0.0) for r in result.recommendations[:k]] for result in results]
 
     # --- the LLM stage ---
 
@@ -464,9 +494,17 @@ class Recommender:
         )
 
     def list_scorer(self, scene: str) -> FusedScorer:
-        """What ranks `recommend`'s list for `scene`, as a function of the history (for attribution)."""
-        s = self.settings.retrieval
+        """What ranks `recommend`'s list for `scene`, as a function of the history (for attribution);
+        one per scene, store version and transfer model."""
+        scorers = self._memo.check(self._stamp).scorers
         transfer = self.transfer
+        kept = scorers.get(scene)
+        if kept is None or kept[0][0] is not transfer or kept[0][1] != self.settings.retrieval:
+            scorers[scene] = ((transfer, self.settings.retrieval), self._new_list_scorer(scene, transfer))
+        return scorers[scene][1]
+
+    def _new_list_scorer(self, scene: str, transfer: TransferScorer | None) -> FusedScorer:
+        s = self.settings.retrieval
         index = self.dense_index(scene)
         if transfer is not None and transfer.covers(scene):
             weight = transfer.lexical_weight if s.transfer_lexical_weight is None else s.transfer_lexical_weight

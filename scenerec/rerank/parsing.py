@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ..text_safety import printable
@@ -89,3 +90,36 @@ def clean_field(value: Any, limit: int) -> tuple[str, bool]:
         return text, False
     cut = text[: limit - 1].rsplit(" ", 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
     return cut.rstrip(",;:- ") + "…", True
+
+
+# --- the JSON schemas answers are constrained to (where the backend decodes by schema) ---
+
+
+def order_schema(aliases: Sequence[str]) -> dict:
+    """The answer to an ordering task: every candidate alias once."""
+    return {
+        "type": "object",
+        "properties": {
+            "order": {
+                "type": "array",
+                "items": {"enum": list(aliases)},
+                "minItems": len(aliases),
+                "maxItems": len(aliases),
+            }
+        },
+        "required": ["order"],
+        "additionalProperties": False,
+    }
+
+
+def explain_schema(allowed: Sequence[str], chars: int) -> dict:
+    """The answer to an explanation task: a cited history alias and a reason of at most `chars`."""
+    return {
+        "type": "object",
+        "properties": {
+            "because": {"enum": list(allowed)},
+            "reason": {"type": "string", "minLength": 10, "maxLength": chars},
+        },
+        "required": ["because", "reason"],
+        "additionalProperties": False,
+    }

@@ -239,11 +239,22 @@ def allowed_numbers(rec: Recommendation, item_text: str = "") -> set[str]:
     return numbers | set(NUMBER.findall(rec.title)) | set(NUMBER.findall(item_text))
 
 
+def _word_set(text: str) -> set[str]:
+    """Words as `invented` compares them: lowercase, quotes and hyphens at the edges dropped."""
+    return {w.strip("'-") for w in WORD.findall(text.lower())}
+
+
 def invented(
-    sentence: str, rec: Recommendation, other_titles: Sequence[str] = (), item_text: str = ""
+    sentence: str,
+    rec: Recommendation,
+    other_titles: Sequence[str] = (),
+    item_text: str = "",
+    evidence_text: str = "",
 ) -> str | None:
     """What a sentence names that its evidence does not (None: nothing); `other_titles` are the user's
-    history titles outside the evidence, `item_text` the recommended item's description."""
+    history titles outside the evidence, `item_text` the recommended item's description and
+    `evidence_text` the template sentence the model was asked to rephrase (built from the evidence
+    alone, so its words are the evidence's)."""
     cited = [e.title for e in rec.evidence] + [rec.title]
     for quoted in QUOTED_TITLE.findall(sentence):
         q = _norm(quoted)
@@ -259,11 +270,11 @@ def invented(
         if number not in numbers and number.replace(",", "") not in numbers:
             return f"a number not in the evidence: {number}"
     vocabulary = set(GLUE) | {rec.scene} | {e.scene for e in rec.evidence}
-    for text in cited + [item_text]:
-        vocabulary |= set(WORD.findall(text.lower()))
+    for text in [*cited, item_text, evidence_text]:
+        vocabulary |= _word_set(text)
     for e in rec.evidence:
         vocabulary |= set(e.words)
-    for word in WORD.findall(sentence.lower()):
+    for word in sorted(_word_set(sentence), key=sentence.lower().find):
         stem = word.rstrip("s")
         if word not in vocabulary and stem not in vocabulary and f"{word}s" not in vocabulary:
             return f"an attribute not in the evidence: “{word}”"

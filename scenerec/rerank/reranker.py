@@ -31,9 +31,9 @@ from ..models import Item, Recommendation, UserHistory
 from ..settings import LLMSettings
 from ..stores.text_profile_store import TextProfileStore
 from ..text_safety import reads_like_instruction
-from .parsing import clean_field, parse_json_object
+from .parsing import clean_field, explain_schema, order_schema, parse_json_object
+from .rephrase import GLUE, invented
 from .rephrase import evidence_sentence as template_explanation  # kept when the LLM's sentence is not
-from .rephrase import invented
 from .text_profile import TextProfiler, UserContext, history_lines
 
 YES_LABELS = ("yes", "Yes")
@@ -95,6 +95,7 @@ class RerankResult(BaseModel):
     counters: RerankCounters
     profile: str | None = None
     llm_scores: dict[str, float] | None = None  # raw per-candidate LLM scores (None: not scored)
+    rejected: dict[str, str] = {}  # item id -> why the LLM's sentence was not used, and the sentence
     backend: str
     model: str
     weight: float
@@ -127,6 +128,7 @@ class _State:
     fused: list[float] = field(default_factory=list)
     explanations: dict[str, str] = field(default_factory=dict)
     reasons: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
 
 
 class Reranker:
@@ -348,7 +350,10 @@ class Reranker:
                 if text is not None:
                     state.explanations[rec.item_id] = text
                     state.counters.llm_explanations += 1
-                elif attempt == 0 and problem in FORMAT_PROBLEMS:
+                    state.rejected.pop(rec.item_id, None)
+                    continue
+                state.rejected[rec.item_id] = f"{problem}: «{prompts.quote(answer, 300)}»"
+                if attempt == 0 and problem in FORMAT_PROBLEMS:
                     state.counters.regenerated += 1
                     retry.append(
                         (
@@ -421,16 +426,18 @@ class Reranker:
         if reason_words and reason_words <= title_words:
             counters.copied_reasons += 1  # only words of the titles: it restates them
             return None, "the reason was copied"
-        if not reason_words & title_words or reason.rstrip().endswith("?"):
+        # "you liked the product" links nothing: glue words and scene names do not count as on topic
+        generic = _content_words(" ".join([*GLUE, rec.scene, cited.scene]))
+        if not (reason_words - generic) & title_words or reason.rstrip().endswith("?"):
             counters.off_topic_reasons += 1  # says nothing about either item, or asks instead
             return None, "the reason was not about the items"
         evidence_ids = {e.item_id for e in rec.evidence}
         others = [e.title for e in state.request.history.entries if e.item_id not in evidence_ids]
-        if (evidence_ids and cited.item_id not in evidence_ids) or invented(
-            reason, rec, others, state.texts[rec.item_id][1]
-        ) is not None:
+        evidence = template_explanation(rec, state.request.scene)  # what the model was asked to rephrase
+        why = invented(reason, rec, others, state.texts[rec.item_id][1], evidence)
+        if (evidence_ids and cited.item_id not in evidence_ids) or why is not None:
             counters.invented_facts += 1  # the template, built from the evidence alone, is kept
-            return None, "it named something that is not in the evidence"
+            return None, f"it named something that is not in the evidence ({why or 'a history item not cited'})"
         state.reasons.add(lowered)
         title = prompts.quote(cited.title, 80)
         return f"Because you liked «{title}» ({cited.scene}): {reason}", ""
@@ -463,6 +470,7 @@ class Reranker:
             counters=state.counters,
             profile=state.profile,
             llm_scores=scores,
+            rejected=state.rejected,
             backend=self.backend.name,
             model=self.backend.model_name,
             weight=self.settings.rerank_weight if state.llm_scores is not None else 0.0,
@@ -513,34 +521,6 @@ def repair_order(answer: str, n: int, counters: RerankCounters) -> list[int]:
     missing = [i for i in range(n) if i not in set(order)]
     counters.order_missing_appended += len(missing)
     return order + missing
-
-
-def order_schema(aliases: Sequence[str]) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "order": {
-                "type": "array",
-                "items": {"enum": list(aliases)},
-                "minItems": len(aliases),
-                "maxItems": len(aliases),
-            }
-        },
-        "required": ["order"],
-        "additionalProperties": False,
-    }
-
-
-def explain_schema(allowed: Sequence[str], chars: int) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "because": {"enum": list(allowed)},
-            "reason": {"type": "string", "minLength": 10, "maxLength": chars},
-        },
-        "required": ["because", "reason"],
-        "additionalProperties": False,
-    }
 
 
 def _minmax(values: Sequence[float]) -> list[float]:

@@ -108,6 +108,22 @@ class BM25Index:
         times = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
         return np.asarray(self._weights[:, terms] @ times, dtype=np.float64).reshape(-1)
 
+    def scores_many(self, queries: Sequence[str]) -> np.ndarray:
+        """(len(queries), documents) BM25 scores, one sparse product for all queries (attribution
+        scores a history and each history minus one item together)."""
+        counts = [Counter(self.vocabulary[t] for t in tokenize(q) if t in self.vocabulary) for q in queries]
+        union = sorted(set().union(*counts)) if counts else []
+        out = np.zeros((len(queries), len(self.ids)), dtype=np.float64)
+        if not union or not self.ids:
+            return out
+        column = {term: j for j, term in enumerate(union)}
+        times = np.zeros((len(union), len(queries)), dtype=np.float64)
+        for q, c in enumerate(counts):
+            for term, n in c.items():
+                times[column[term], q] = n
+        out[:] = np.asarray(self._weights[:, np.asarray(union, dtype=np.int64)] @ times).T
+        return out
+
     def search(self, query: str, top_n: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """Up to top_n (id, score) best first, ties broken by id; documents scoring 0 or less are left out."""
         if top_n <= 0 or not self.ids:
