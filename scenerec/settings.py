@@ -124,7 +124,7 @@ class TUISettings(BaseModel):
         True, description="Explain the shown cards with the LLM stage (else the evidence template)."
     )
     action_max_tokens: int = Field(
-        48, ge=8, le=512, description="Longest LLM answer when reading a message, in tokens."
+        128, ge=8, le=512, description="Longest LLM answer when reading a message, in tokens."
     )
     history_shown: int = Field(
         8, ge=1, le=100, description="Most recent history items per scene in the profile panel."

