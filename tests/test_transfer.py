@@ -79,7 +79,8 @@ def test_training_lowers_the_loss(demo_settings, encoder):
     with Recommender.open(settings=demo_settings, encoder=encoder) as r:
         table = item_table(r)
         histories, _ = training_data(r)
-    result = train_transfer(table, histories, [], SMALL.model_copy(update={"max_epochs": 4}))
+    once_an_epoch = {"max_epochs": 4, "valid_every": 10**6}
+    result = train_transfer(table, histories, [], SMALL.model_copy(update=once_an_epoch))
     losses = [e.loss for e in result.epochs]
     assert len(losses) == 4 and all(np.isfinite(losses))
     assert losses[-1] < losses[0] * 0.98, losses  # 200 demo users, 4 epochs: a small but real drop
@@ -255,3 +256,47 @@ def test_fused_transfer_is_the_model_plus_bm25(rec, trained):
     expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     assert np.array_equal(top[0.0], expected)
     assert not np.array_equal(top[1.0], expected)
+
+
+def test_what_ships_is_never_below_the_baselines_on_valid(rec, trained):
+    """The mix chosen per (scene, setting) on valid, scored by the harness exactly as `recommend` ranks
+    (BM25 weight 0), is at least co-occurrence and popularity in every valid cell; `recommend` and
+    the report name and use it."""
+    from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
+    from scenerec.evaluation.transfer_methods import ShippedMethod
+    from scenerec.evaluation.tuning import memory_histories
+    from scenerec.transfer.shipping import choose_shipping
+    from scenerec.transfer.train import rebuild_cooccurrence
+
+    result, table, _, valid = trained
+    model = result.model
+    rebuild_cooccurrence(model, table, memory_histories(rec, "valid"))  # what the baseline reads on valid
+    shipped = choose_shipping(TransferScorer(model, table), valid, rec.settings.retrieval.recency_decay)
+    assert set(shipped["choice"]) == set(table.scenes)
+    data = EvalData.from_recommender(rec, "valid")
+    methods = ["cooccurrence", "popularity", ShippedMethod(model=model, shipped=shipped, lexical_weight=0.0)]
+    report = evaluate(data, methods, split="valid", protocols=("full",), n_bootstrap=0)
+    assert report.shipped == "shipped"
+    for setting in report.settings:
+        ours = report.result("shipped", setting, "full").scenes
+        for scene in table.scenes:
+            best = max(
+                report.result(b, setting, "full").scenes[scene].metrics["ndcg@10"].mean
+                for b in ("cooccurrence", "popularity")
+            )
+            assert ours[scene].metrics["ndcg@10"].mean >= best - 1e-9, (setting, scene, shipped["choice"])
+
+    # a checkpoint that ships popularity everywhere: `recommend`'s candidates are the popular items
+    everywhere = {"model": 0.0, "cooccurrence": 0.0, "popularity": 1.0, "method": "popularity"}
+    record = {"decay": 0.9, "choice": {s: {"mixed": everywhere, "cold": everywhere} for s in table.scenes}}
+    save_checkpoint(
+        checkpoint_path(rec.paths.root), model, embedding_model=vector_model(rec),
+        metrics={"shipped": record, "transfer_lexical_weight": 0.0},
+    )
+    histories = [h for h in (c.history for c in rec.items.cases("valid")) if h][:2]
+    scorer = load_scorer(rec)
+    assert scorer.shipped == record
+    popular = np.argsort(-scorer.index("office").popularity, kind="stable")
+    scores = scorer.scores(histories, "office")
+    assert all(np.argmax(row) == popular[0] for row in scores)

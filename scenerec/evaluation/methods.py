@@ -401,6 +401,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "fused": ("scenerec.evaluation.methods", "FusedMethod"),
     "transfer": ("scenerec.evaluation.transfer_methods", "TransferMethod"),
     "fused-transfer": ("scenerec.evaluation.transfer_methods", "FusedTransferMethod"),
+    "shipped": ("scenerec.evaluation.transfer_methods", "ShippedMethod"),
 }
 
 BASELINES: tuple[str, ...] = ("popularity", "cooccurrence", "bm25", "dense", "fused")
