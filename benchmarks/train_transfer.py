@@ -23,7 +23,7 @@ from pathlib import Path
 from bench_data import DEFAULT_CATALOG, HERE, bench_data_dir
 
 TARGET_RATIO = 1.15
-CHALLENGERS = ("transfer", "fused-transfer")
+CHALLENGERS = ("transfer", "fused-transfer", "shipped")
 
 
 def summary(report, protocol: str = "full") -> tuple[str, dict]:
@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             chosen, tried = choose_lexical_weight(rec, load_scorer(rec).model)
             run["lexical_weight_valid_ndcg10"] = tried
         run["transfer_lexical_weight"] = chosen
+        run["shipped"] = read_checkpoint(checkpoint).get("metrics", {}).get("shipped")
         print(f"BM25 weight in the fusion (chosen on valid): {chosen}", file=sys.stderr)
         started = time.perf_counter()
         report = evaluate(
-            EvalData.from_recommender(rec, "test"), [*BASELINES, "transfer", FusedTransferMethod(lexical_weight=chosen)], split="test",
+            EvalData.from_recommender(rec, "test"), [*BASELINES, "transfer", FusedTransferMethod(lexical_weight=chosen), "shipped"], split="test",
             n_bootstrap=args.bootstrap, progress=True,
         )
         run["evaluate_seconds"] = round(time.perf_counter() - started, 1)

@@ -139,7 +139,22 @@ class TransferSettings(BaseModel):
     heads: int = Field(2, ge=1, description="Attention heads per layer.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the adaptor and the transformer.")
     max_history: int = Field(50, ge=1, description="Most recent history items the model reads.")
-    item_offsets: bool = Field(False, description="Learn a per-item offset on top of the text vector.")
+    item_offsets: bool = Field(
+        True, description="Learn a per-item identity offset on top of the text vector (frequency-gated)."
+    )
+    identity_shrink: float = Field(
+        5.0, ge=0, description="Gate of the identity offset: n / (n + shrink) for an item seen n times."
+    )
+    history_percentile: float = Field(
+        95.0, gt=0, le=100, description="Training histories are cut to this percentile of their lengths."
+    )
+    full_softmax_budget: int = Field(
+        1_000_000, ge=0, description="Full softmax over a scene when batch tokens x scene items fit this."
+    )
+    valid_every: int = Field(0, ge=0, description="Optimiser steps between validations; 0 = twice an epoch.")
+    valid_smoothing: float = Field(
+        0.5, ge=0, lt=1, description="Weight of the past in the smoothed valid NDCG@10 early stopping reads."
+    )
     text_neighbours: int = Field(50, ge=0, description="Text neighbours per item and scene in the text memory.")
     text_sharpness: float = Field(10.0, gt=0, description="Initial sharpness of the text-similarity kernel.")
     cold_probability: float = Field(
@@ -154,7 +169,9 @@ class TransferSettings(BaseModel):
     sparse_lr_scale: float = Field(10.0, gt=0, description="Learning-rate multiplier of the per-item tables.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     max_epochs: int = Field(30, ge=1, description="Upper bound on training epochs.")
-    patience: int = Field(3, ge=1, description="Epochs without a better valid NDCG@10 before stopping.")
+    patience: int = Field(
+        4, ge=1, description="Validations without a better smoothed valid NDCG@10 before stopping."
+    )
     max_minutes: float = Field(18.0, gt=0, description="Wall-clock budget for training.")
     seed: int = Field(0, description="Seed of initialisation, shuffling and history dropping.")
     device: str | None = Field(None, description="torch device; None picks CUDA when present.")

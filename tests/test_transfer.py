@@ -79,7 +79,8 @@ def test_training_lowers_the_loss(demo_settings, encoder):
     with Recommender.open(settings=demo_settings, encoder=encoder) as r:
         table = item_table(r)
         histories, _ = training_data(r)
-    result = train_transfer(table, histories, [], SMALL.model_copy(update={"max_epochs": 4}))
+    once_an_epoch = {"max_epochs": 4, "valid_every": 10**6}
+    result = train_transfer(table, histories, [], SMALL.model_copy(update=once_an_epoch))
     losses = [e.loss for e in result.epochs]
     assert len(losses) == 4 and all(np.isfinite(losses))
     assert losses[-1] < losses[0] * 0.98, losses  # 200 demo users, 4 epochs: a small but real drop
@@ -255,3 +256,76 @@ def test_fused_transfer_is_the_model_plus_bm25(rec, trained):
     expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     assert np.array_equal(top[0.0], expected)
     assert not np.array_equal(top[1.0], expected)
+
+
+def test_what_ships_is_never_below_the_baselines_on_valid(rec, trained):
+    """The mix chosen on valid, scored by the harness exactly as `recommend` ranks (BM25 weight 0), is
+    at least co-occurrence and popularity over each setting's valid cases, and in every cell it is
+    the pooled choice or a scene's own better one; `recommend` and the report name and use it."""
+    from scenerec.evaluation.harness import evaluate
+    from scenerec.evaluation.methods import EvalData
+    from scenerec.evaluation.transfer_methods import ShippedMethod
+    from scenerec.evaluation.tuning import memory_histories
+    from scenerec.transfer.shipping import choose_shipping
+    from scenerec.transfer.train import rebuild_cooccurrence
+
+    result, table, _, valid = trained
+    model = result.model
+    rebuild_cooccurrence(model, table, memory_histories(rec, "valid"))  # what the baseline reads on valid
+    shipped = choose_shipping(TransferScorer(model, table), valid, rec.settings.retrieval.recency_decay)
+    assert set(shipped["choice"]) == set(table.scenes)
+    data = EvalData.from_recommender(rec, "valid")
+    methods = ["cooccurrence", "popularity", ShippedMethod(model=model, shipped=shipped, lexical_weight=0.0)]
+    report = evaluate(data, methods, split="valid", protocols=("full",), n_bootstrap=0)
+    assert report.shipped == "shipped"
+    for setting in report.settings:
+        ours = report.result("shipped", setting, "full").scenes
+        best = max(
+            report.result(b, setting, "full").scenes["overall"].metrics["ndcg@10"].mean
+            for b in ("cooccurrence", "popularity")
+        )
+        assert ours["overall"].metrics["ndcg@10"].mean >= best - 1e-9, (setting, shipped["choice"])
+        for scene in table.scenes:
+            cell = shipped["choice"][scene][setting]
+            assert cell["by"] == "scene" or cell["method"] == shipped["pooled"][setting]["method"]
+
+    # a checkpoint that ships popularity everywhere: `recommend`'s candidates are the popular items
+    everywhere = {"model": 0.0, "cooccurrence": 0.0, "popularity": 1.0, "method": "popularity"}
+    record = {"decay": 0.9, "choice": {s: {"mixed": everywhere, "cold": everywhere} for s in table.scenes}}
+    save_checkpoint(
+        checkpoint_path(rec.paths.root), model, embedding_model=vector_model(rec),
+        metrics={"shipped": record, "transfer_lexical_weight": 0.0},
+    )
+    histories = [h for h in (c.history for c in rec.items.cases("valid")) if h][:2]
+    scorer = load_scorer(rec)
+    assert scorer.shipped == record
+    popular = np.argsort(-scorer.index("office").popularity, kind="stable")
+    scores = scorer.scores(histories, "office")
+    assert all(np.argmax(row) == popular[0] for row in scores)
+
+
+def test_a_scene_leaves_the_pooled_choice_only_on_a_clear_valid_win():
+    """A scene whose own best beats the pooled choice by a few lucky hits keeps the pooled choice;
+    one that wins on most of its cases ships its own best."""
+    from scenerec.transfer.shipping import candidates, choose_from_gains
+
+    rng = np.random.default_rng(0)
+    names = list(candidates())
+
+    def cell(n: int, hits: dict[str, float]) -> dict[str, np.ndarray]:
+        base = (rng.random(n) < 0.05).astype(float) * 0.5
+        return {name: np.where(rng.random(n) < hits.get(name, 0.0), 1.0, base) for name in names}
+
+    noisy = cell(300, {"model": 0.0})
+    noisy["popularity"] = noisy["model"].copy()
+    noisy["popularity"][:3] = 1.0  # three lucky hits more than the model
+    clear = cell(300, {})
+    clear["cooccurrence"] = np.maximum(clear["model"], (rng.random(300) < 0.4).astype(float))
+    strong = {name: np.full(300, 0.0) for name in names}
+    strong["model"] = (rng.random(300) < 0.6).astype(float)
+    chosen = choose_from_gains({"cold": {"a": noisy, "b": clear, "c": strong}})
+    assert chosen["pooled"]["cold"]["method"] == "model"
+    assert chosen["choice"]["a"]["cold"]["method"] == "model"  # popularity's edge is noise
+    assert chosen["choice"]["a"]["cold"]["by"] == "pooled"
+    assert chosen["choice"]["b"]["cold"]["method"] == "cooccurrence"
+    assert chosen["choice"]["b"]["cold"]["by"] == "scene"

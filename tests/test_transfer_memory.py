@@ -79,3 +79,28 @@ def test_training_logits_are_the_inference_scores() -> None:
                 table.scene_tokens[scene],
             )
         assert np.allclose(logits.numpy()[0], scorer.scores([history], scene)[0], atol=1e-4)
+
+
+def test_cold_dropout_spares_users_with_one_scene():
+    """With every user dropped to the cold setting, a single-scene user still gets their mixed
+    examples (there is nothing to transfer from), and a two-scene user only cold ones."""
+    from scenerec.transfer.data import epoch_examples
+
+    scene_of = np.array([2, 2, 0, 0, 1, 1])  # tokens 2, 3 in scene 0; 4, 5 in scene 1
+    single, both = [2, 3, 2], [2, 4, 3, 5]
+    examples = epoch_examples([single, both], scene_of, 8, 1.0, np.random.default_rng(0))
+    mine = [e for e in examples if e.owner == 0]
+    assert mine and sum(len(e.targets) for e in mine) == len(single)
+    theirs = [e for e in examples if e.owner == 1]
+    assert theirs and all(len(set(e.target_scenes)) == 1 for e in theirs)
+    dropped = theirs[0].target_scenes[0]
+    assert all(scene_of[t] != dropped for e in theirs for t in e.tokens[1:])
+
+
+def test_long_histories_are_cut_to_a_percentile_of_the_lengths():
+    from scenerec.transfer.data import history_cap
+
+    lengths = [5] * 95 + [400] * 5
+    assert history_cap(lengths, 90, 8) == 8  # the 90th percentile is 5: the floor holds
+    assert history_cap(lengths, 99, 8) == 400
+    assert history_cap([], 95, 8) == 8

@@ -12,7 +12,7 @@ from ..settings import Settings
 from ..stores.ingest import ingest_catalog
 from .common import common_options, emit_json
 
-DEFAULT_METHODS = "popularity,cooccurrence,bm25,dense,fused,transfer,fused-transfer"
+DEFAULT_METHODS = "popularity,cooccurrence,bm25,dense,fused,transfer,fused-transfer,shipped"
 
 
 def _split_list(value: str) -> list[str]:

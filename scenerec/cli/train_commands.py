@@ -79,10 +79,12 @@ def train(
     valid = ", ".join(f"{k} {v:.4f}" for k, v in result.valid.items() if k.startswith("ndcg10_"))
     click.echo(
         f"trained in {result.seconds:.0f} s on {result.device} ({result.steps} steps, "
-        f"{result.train_users} training users); best epoch {result.best_epoch} ({result.stopped})"
+        f"{result.train_users} training users); best validation {result.best_epoch} ({result.stopped})"
     )
     click.echo(f"valid ({result.valid_cases} cases): {valid}")
     if result.lexical_weight is not None:
         tried = ", ".join(f"{w}: {v:.4f}" for w, v in result.lexical_weights_tried.items())
         click.echo(f"BM25 weight in the fusion: {result.lexical_weight} (valid NDCG@10 by weight: {tried})")
+    for line in result.shipped_lines:
+        click.echo(line)
     click.echo(f"saved {result.checkpoint}")

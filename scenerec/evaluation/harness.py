@@ -36,6 +36,7 @@ from .metrics import METRICS, bootstrap_ci, case_metrics, paired_ratio_ci, targe
 Setting = Literal["mixed", "cold"]
 Protocol = Literal["full", "sampled"]
 SETTINGS: tuple[str, ...] = ("mixed", "cold")
+SHIPPED = "shipped"  # the registered method that is what `recommend` ships (transfer_methods.py)
 PROTOCOLS: tuple[str, ...] = ("full", "sampled")
 OVERALL = "overall"
 TOP_K = 10
@@ -140,6 +141,9 @@ class EvalReport(BaseModel):
     fit_seconds: dict[str, float] = Field(default_factory=dict)
     seconds: float = 0.0
     results: list[MethodResult] = Field(default_factory=list)
+    shipped: str | None = Field(
+        None, description="The evaluated method that `recommend` ships (None: it was not evaluated)."
+    )
     comparisons: list[Comparison] = Field(
         default_factory=list,
         description="Each method that is not a baseline against the best baseline (by NDCG@10) of every "
@@ -478,6 +482,7 @@ def evaluate(
     finally:
         bar.close()
     report.comparisons = _against_best_baseline(report, [*scenes, OVERALL])
+    report.shipped = SHIPPED if SHIPPED in report.methods else None
     report.notes = _notes(report)
     report.seconds = round(time.perf_counter() - started, 3)
     return report

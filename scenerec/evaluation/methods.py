@@ -401,6 +401,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "fused": ("scenerec.evaluation.methods", "FusedMethod"),
     "transfer": ("scenerec.evaluation.transfer_methods", "TransferMethod"),
     "fused-transfer": ("scenerec.evaluation.transfer_methods", "FusedTransferMethod"),
+    "shipped": ("scenerec.evaluation.transfer_methods", "ShippedMethod"),
+    "sasrec": ("scenerec.evaluation.peers", "SASRecMethod"),  # RecBole's SASRec (recbole installed)
 }
 
 BASELINES: tuple[str, ...] = ("popularity", "cooccurrence", "bm25", "dense", "fused")

@@ -15,6 +15,7 @@ from ..transfer.checkpoint import CheckpointError, checkpoint_path, load_checkpo
 from ..transfer.data import ItemTable
 from ..transfer.model import TransferModel
 from ..transfer.scorer import TransferScorer, lexical_weight_of
+from ..transfer.shipping import shipped_of
 from ..transfer.train import train_transfer
 from .methods import EvalData, FusedMethod, MethodUnavailableError, RankingMethod
 
@@ -40,11 +41,16 @@ class TransferMethod(RankingMethod):
         *,
         model: TransferModel | None = None,
         train_if_missing: bool = False,
+        shipped: dict | None = None,
+        ship: bool = False,
     ) -> None:
-        """`model`: a model in memory (e.g. one just trained) instead of a checkpoint file."""
+        """`model`: a model in memory (e.g. one just trained) instead of a checkpoint file.
+        `ship`: score with the checkpoint's shipped mix (or `shipped`) instead of the bare model."""
         self.checkpoint = checkpoint
         self.model = model
         self.train_if_missing = train_if_missing
+        self.shipped = shipped
+        self.ship = ship
         self.scorer: TransferScorer | None = None
 
     def fit(self, data: EvalData) -> None:
@@ -66,7 +72,8 @@ class TransferMethod(RankingMethod):
             model, meta = train_transfer(table, list(data.train_histories.values()), valid, settings).model, {}
         else:
             raise MethodUnavailableError(f"transfer: no checkpoint at {path}: run `scenerec train` first")
-        self.scorer = TransferScorer(model, table, lexical_weight=lexical_weight_of(meta))
+        shipped = (self.shipped or shipped_of(meta)) if self.ship else None
+        self.scorer = TransferScorer(model, table, lexical_weight=lexical_weight_of(meta), shipped=shipped)
 
     def score(self, histories: Sequence[Sequence[str]], scene: str) -> np.ndarray:
         if self.scorer is None:
@@ -75,10 +82,11 @@ class TransferMethod(RankingMethod):
 
 
 class FusedTransferMethod(FusedMethod):
-    """What `recommend` ships once a transfer model is trained: the model's top-N in place of the mean
-    profile's, fused with BM25 by reciprocal rank with `retrieval.transfer_lexical_weight`."""
+    """The bare model's top-N in place of the mean profile's, fused with BM25 by reciprocal rank with
+    `retrieval.transfer_lexical_weight` (what `recommend` shipped before the mix chosen on valid)."""
 
     name: ClassVar[str] = "fused-transfer"
+    ships: ClassVar[bool] = False  # the bare model's list; `ShippedMethod` is what `recommend` ships
 
     def __init__(
         self,
@@ -86,16 +94,20 @@ class FusedTransferMethod(FusedMethod):
         lexical_weight: float | None = None,
         *,
         model: TransferModel | None = None,
+        shipped: dict | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.model = model
+        self.shipped = shipped
         self.weight = lexical_weight  # None: the settings', else the checkpoint's, else the default
 
     def fit(self, data: EvalData) -> None:
         if getattr(self, "data", None) is data:
             return  # fitted on this data already: only the weight changed (see choose_lexical_weight)
         super().fit(data)
-        self._transfer = TransferMethod(self.checkpoint, model=self.model)
+        self._transfer = TransferMethod(
+            self.checkpoint, model=self.model, shipped=self.shipped, ship=self.ships
+        )
         self._transfer.fit(data)
 
     @property
@@ -122,6 +134,15 @@ class FusedTransferMethod(FusedMethod):
         for r, query in zip(rows, scorer.queries([histories[r] for r in rows], scene)):
             queries[r] = query
         return queries
+
+
+class ShippedMethod(FusedTransferMethod):
+    """What `recommend` ships: per scene and setting the mix of model, co-occurrence and popularity
+    that `scenerec train` chose on the valid split (the checkpoint's `shipped` record), its list
+    fused with BM25 by the chosen weight, exactly as `Recommender.candidates` does."""
+
+    name: ClassVar[str] = "shipped"
+    ships: ClassVar[bool] = True
 
 
 def _valid_cases(data: EvalData) -> list:

@@ -1,12 +1,14 @@
 """Training the transfer model for a data directory and choosing the settings that go with it on the
 valid split: `scenerec train` calls `train_and_save`.
 
-This lives with the evaluation because the choices are made by running the harness (the BM25 fusion
-weight is the one whose fused ranking scores best on valid), and the transfer floor never imports it.
+This lives with the evaluation because the choices are made on the valid split (what ships per scene
+and setting: the model, its blend with co-occurrence, or a baseline, `transfer.shipping`; then the
+BM25 fusion weight, by running the harness), and the transfer floor never imports it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +20,12 @@ from ..stores.scene_index import pick_device
 from ..transfer.checkpoint import checkpoint_path, save_checkpoint
 from ..transfer.loading import item_table, training_data, vector_model
 from ..transfer.model import TransferModel
-from ..transfer.train import train_transfer
+from ..transfer.scorer import TransferScorer
+from ..transfer.shipping import choose_shipping, describe
+from ..transfer.train import rebuild_cooccurrence, train_transfer
 from .harness import evaluate
 from .methods import EvalData
-from .transfer_methods import FusedTransferMethod
+from .transfer_methods import FusedTransferMethod, ShippedMethod
 
 if TYPE_CHECKING:
     from ..recommend.recommender import Recommender
@@ -42,6 +46,9 @@ class TrainingReport(BaseModel):
     epochs: list[dict[str, Any]]
     lexical_weight: float | None = None  # BM25 weight chosen on the valid split (None: no valid cases)
     lexical_weights_tried: dict[str, float] = {}
+    shipped: dict[str, Any] | None = None  # per scene and setting, the mix chosen on valid
+    shipped_lines: list[str] = []  # the same, one readable line per (scene, setting)
+    choice_seconds: float = 0.0  # what choosing the mix and the BM25 weight cost
 
 
 def train_and_save(
@@ -77,10 +84,21 @@ def train_and_save(
         "train_users": len(histories),
         "valid_cases": len(valid),
     }
-    if valid:  # chosen before the one save, so no checkpoint ever exists without its weight
-        chosen, tried = choose_lexical_weight(rec, result.model)
+    choice_started = time.perf_counter()
+    if valid:  # chosen before the one save, so no checkpoint ever exists without its choices
+        # on valid, the memory reads what the co-occurrence baseline reads there: every history but
+        # the valid users' (their targets are never in it); what ships reads every history but the
+        # test users'
+        rebuild_cooccurrence(result.model, table, memory_histories(rec, "valid"))
+        shipped = choose_shipping(
+            TransferScorer(result.model, table), valid, rec.settings.retrieval.recency_decay
+        )
+        metrics["shipped"] = shipped
+        chosen, tried = choose_lexical_weight(rec, result.model, shipped)
         metrics["transfer_lexical_weight"] = chosen
         metrics["lexical_weight_valid_ndcg10"] = tried
+        rebuild_cooccurrence(result.model, table, memory_histories(rec, "test"))
+    metrics["choice_seconds"] = round(time.perf_counter() - choice_started, 2)
     path = save_checkpoint(
         checkpoint_path(rec.paths.root), result.model, embedding_model=vector_model(rec), metrics=metrics
     )
@@ -97,17 +115,32 @@ def train_and_save(
         epochs=epochs,
         lexical_weight=metrics.get("transfer_lexical_weight"),
         lexical_weights_tried=metrics.get("lexical_weight_valid_ndcg10", {}),
+        shipped=metrics.get("shipped"),
+        shipped_lines=describe(metrics["shipped"]) if metrics.get("shipped") else [],
+        choice_seconds=metrics["choice_seconds"],
     )
+
+
+def memory_histories(rec: Recommender, held_out_split: str) -> list[list[str]]:
+    """Every stored history except those of the users with a case in `held_out_split` (the
+    histories the harness's co-occurrence baseline reads when it evaluates that split)."""
+    from ..stores.item_store import read_histories
+
+    held = {c.user_id for c in rec.items.cases() if c.split == held_out_split}
+    return [h for u, h in sorted(read_histories(rec.items.path).items()) if u not in held]
 
 
 LEXICAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 
 
-def choose_lexical_weight(rec: Recommender, model: TransferModel) -> tuple[float, dict[str, float]]:
-    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the model ranks the valid cases best:
-    NDCG@10 over every item of the target scene, averaged over the mixed and cold settings."""
+def choose_lexical_weight(
+    rec: Recommender, model: TransferModel, shipped: dict[str, Any] | None = None
+) -> tuple[float, dict[str, float]]:
+    """The BM25 weight (of LEXICAL_WEIGHTS) whose fusion with the shipped list (the model's, or the
+    `shipped` mix) ranks the valid cases best: NDCG@10 over every item of the target scene, averaged
+    over the mixed and cold settings."""
     data = EvalData.from_recommender(rec, split="valid")
-    method = FusedTransferMethod(model=model)
+    method = ShippedMethod(model=model, shipped=shipped) if shipped else FusedTransferMethod(model=model)
     method.fit(data)
     tried: dict[str, float] = {}
     for weight in LEXICAL_WEIGHTS:

@@ -26,7 +26,7 @@ from .memory import CooccurrenceMemory, TextNeighbours
 from .model import TransferModel
 
 FORMAT = "scenerec-transfer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILE_NAME = "transfer.pt"
 
 

@@ -171,13 +171,16 @@ def epoch_examples(
     rng: np.random.Generator,
 ) -> list[Example]:
     """One epoch's examples: each user's history whole, or (with `cold_probability`) with one of its
-    scenes removed so that only transfer from the other scenes can predict that scene's items."""
+    scenes removed so that only transfer from the other scenes can predict that scene's items (only
+    users with two or more scenes are dropped so)."""
     examples: list[Example] = []
     for owner, history in enumerate(histories):
         if not history:
             continue
-        if rng.random() < cold_probability:
-            scene = int(rng.choice(sorted({int(scene_of[t]) for t in history})))
+        scenes = sorted({int(scene_of[t]) for t in history})
+        # a user with one scene has nothing to transfer from: dropping it would only lose examples
+        if len(scenes) > 1 and rng.random() < cold_probability:
+            scene = int(rng.choice(scenes))
             made = cold_examples(history, scene_of, scene, max_history)
         else:
             made = mixed_examples(history, scene_of, max_history)
@@ -185,6 +188,14 @@ def epoch_examples(
             example.owner = owner
         examples += made
     return examples
+
+
+def history_cap(lengths: Sequence[int], percentile: float, floor: int) -> int:
+    """Most recent items of a training history that training reads: the `percentile` of the lengths,
+    at least `floor` (a few very long histories would otherwise dominate the epoch's time)."""
+    if not len(lengths):
+        return floor
+    return max(floor, int(np.ceil(np.percentile(np.asarray(lengths), percentile))))
 
 
 def eval_tokens(

@@ -20,6 +20,7 @@ from ..stores.scene_index import load_scene_vectors, normalise, pick_device
 from .checkpoint import CheckpointError, checkpoint_path, load_checkpoint, read_checkpoint
 from .data import ItemTable
 from .scorer import TransferScorer, lexical_weight_of
+from .shipping import shipped_of
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def training_data(rec: TransferStores) -> tuple[list[list[str]], list[Case]]:
 
 
 def load_scorer(rec: TransferStores, table: ItemTable | None = None) -> TransferScorer:
-    """The data directory's trained model, checked against its vectors; raises CheckpointError."""
+    """The data directory's trained model, checked against its vectors, with the mix chosen on valid
+    (what `recommend` ships); raises CheckpointError."""
     path = checkpoint_path(rec.paths.root)
     meta = read_checkpoint(path)
     model_name = vector_model(rec)
@@ -70,7 +72,7 @@ def load_scorer(rec: TransferStores, table: ItemTable | None = None) -> Transfer
     table = table or item_table(rec)
     device = pick_device(rec.settings.transfer.device)
     model, meta = load_checkpoint(path, embedding_model=model_name, dim=table.dim, device=device)
-    return TransferScorer(model, table, lexical_weight=lexical_weight_of(meta))
+    return TransferScorer(model, table, lexical_weight=lexical_weight_of(meta), shipped=shipped_of(meta))
 
 
 def checkpoint_stamp(rec: TransferStores) -> tuple[int, int]:

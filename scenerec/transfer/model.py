@@ -1,7 +1,7 @@
 """The transfer model: a small sequential user encoder over frozen sentence-transformer item vectors.
 
 Item side: frozen vector -> fixed whitening -> trainable adaptor (MLP) [+ optional learned per-item
-offset], and a learned per-item bias (a popularity prior). User side: the same item representations
+offset, gated by the item's training frequency], and a learned per-item bias (a popularity prior). User side: the same item representations
 plus scene and position embeddings -> pre-LN causal transformer -> for a target scene s:
 
 * a dense user vector u_s (the state after the last item, conditioned on s) matched against the item
@@ -65,6 +65,9 @@ class TransferModel(nn.Module):
         )
         if self.item_offset is not None:
             nn.init.zeros_(self.item_offset.weight)
+        # how much an item's learned identity counts: n / (n + shrink) for n training users, so a
+        # frequent item leans on its identity and a rare or new one (gate 0) on its text alone
+        self.register_buffer("identity_gate", torch.zeros(len(vocabulary) + 1))
         self.item_bias = nn.Embedding(len(vocabulary) + 1, 1, sparse=True)
         nn.init.zeros_(self.item_bias.weight)
         self.scene_in = nn.Embedding(n_scenes + 1, d)  # + the "no scene" id of padding and start
@@ -124,8 +127,16 @@ class TransferModel(nn.Module):
         x = self.whitened[tokens]
         out = self.adaptor(x) + self.adaptor_skip(x)
         if self.item_offset is not None:
-            out = out + self.item_offset(self.vocab_row[tokens])
+            rows = self.vocab_row[tokens]
+            out = out + self.identity_gate[rows].unsqueeze(-1) * self.item_offset(rows)
         return out
+
+    def set_identity_gate(self, occurrences: np.ndarray) -> None:
+        """Gate of each vocabulary row's identity offset from its training-user count."""
+        n = torch.as_tensor(np.asarray(occurrences, dtype=np.float32), device=self.identity_gate.device)
+        shrink = self.settings.identity_shrink
+        self.identity_gate.copy_(n / (n + shrink) if shrink > 0 else (n > 0).float())
+        self.identity_gate[0] = 0
 
     def bias(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-item score bias (the learned popularity prior), shape of `tokens`."""

@@ -1,15 +1,17 @@
 """Inference with a trained transfer model: query rows, an exact per-scene index, full score rows.
 
 A user becomes one float32 query row per target scene: the dense user vector, then the two memory
-weights of each history slot, then the slots' item tokens. `TransferIndex.search` turns query rows
+weights of each history slot, then the slots' item tokens, then the weights of the learned bias and
+of raw training popularity (1 and 0 for the model; the shipped mix chosen on valid may change them). `TransferIndex.search` turns query rows
 into exact scores over the scene's items; `recommend`, `score_batch` and the evaluation method all go
 through it, so they rank identically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +33,13 @@ class QueryLayout:
 
     @property
     def width(self) -> int:
-        return self.hidden + 3 * self.slots
+        return self.hidden + 3 * self.slots + 2  # + the weights of the bias and of raw popularity
 
-    def split(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def split(self, queries: np.ndarray) -> tuple[np.ndarray, ...]:
         h, s = self.hidden, self.slots
-        tokens = np.rint(queries[:, h + 2 * s :]).astype(np.int64)
-        return queries[:, :h], queries[:, h : h + s], queries[:, h + s : h + 2 * s], tokens
+        tokens = np.rint(queries[:, h + 2 * s : h + 3 * s]).astype(np.int64)
+        w_bias, w_pop = queries[:, -2], queries[:, -1]
+        return queries[:, :h], queries[:, h : h + s], queries[:, h + s : h + 2 * s], tokens, w_bias, w_pop
 
 
 class TransferIndex:
@@ -53,11 +56,15 @@ class TransferIndex:
         vocab_row: np.ndarray,
         layout: QueryLayout,
         chunk: int = 256,
+        popularity: np.ndarray | None = None,
     ) -> None:
         self.ids = ids
         self.position = {item_id: p for p, item_id in enumerate(ids)}
         self.items = items.astype(np.float64)  # (n, hidden)
         self.bias = bias.astype(np.float64)
+        self.popularity = (
+            np.zeros(len(ids)) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        )
         self.cooc = cooc.astype(np.float64).tocsr()  # (V + 1, n)
         self.text = text.astype(np.float64).tocsr() if text is not None else None
         self.vocab_row = vocab_row
@@ -76,11 +83,13 @@ class TransferIndex:
             )
         out = np.empty((len(queries), len(self.ids)))
         for start in range(0, len(queries), self.chunk):
-            dense, w_cooc, w_text, tokens = self.layout.split(queries[start : start + self.chunk])
+            dense, w_cooc, w_text, tokens, w_bias, w_pop = self.layout.split(queries[start : start + self.chunk])
             n = len(dense)
             rows = self.vocab_row[np.clip(tokens, 0, len(self.vocab_row) - 1)]
             users = np.repeat(np.arange(n), tokens.shape[1])
-            block = dense.astype(np.float64) @ self.items.T + self.bias[None, :]
+            block = dense.astype(np.float64) @ self.items.T
+            block += w_bias.astype(np.float64)[:, None] * self.bias[None, :]
+            block += w_pop.astype(np.float64)[:, None] * self.popularity[None, :]
             a = sparse.csr_matrix(
                 (w_cooc.ravel().astype(np.float64), (users, rows.ravel())), shape=(n, self.cooc.shape[0])
             )
@@ -115,6 +124,11 @@ class TransferIndex:
         return TopK(indices, values)
 
 
+def target_of(table: ItemTable, scene: str) -> int:
+    """The table's scene id of `scene` (-1 when the table has no such scene)."""
+    return table.scenes.index(scene) if scene in table.scenes else -1
+
+
 DEFAULT_LEXICAL_WEIGHT = 0.5  # for checkpoints saved before the weight was chosen at training time
 
 
@@ -134,15 +148,18 @@ class TransferScorer:
         batch_size: int = 256,
         *,
         lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+        shipped: Mapping[str, Any] | None = None,
     ) -> None:
         """`lexical_weight`: the BM25 list's weight when fused with this model's list (chosen on the
-        valid split by `scenerec train`)."""
+        valid split by `scenerec train`). `shipped`: the per-(scene, setting) mix of model,
+        co-occurrence and popularity chosen on valid (`shipping.choose_shipping`); None = the model."""
         if len(table.vectors) >= MAX_TOKEN:
             raise ValueError(f"the transfer model handles catalogs of up to {MAX_TOKEN - FIRST_ITEM} items")
         self.model = model.eval()
         self.table = table
         self.batch_size = batch_size
         self.lexical_weight = lexical_weight
+        self.shipped = dict(shipped) if shipped else None
         model.attach(table)
         self.layout = QueryLayout(model.settings.hidden, model.settings.max_history + 1)
         self._indexes: dict[str, TransferIndex] = {}
@@ -184,8 +201,10 @@ class TransferScorer:
                 cosine = model.text.cosines[:, cols].tocsr() @ sparse.diags(known)
                 text = cosine.copy()
                 text.data = np.exp(tau * (text.data.astype(np.float64) - 1))
+            popularity = np.log1p(model.cooc.occurrences[cols].astype(np.float64)) * known
             self._indexes[scene] = TransferIndex(
-                self.item_ids(scene), items, bias, cooc, text, vocab_row, self.layout
+                self.item_ids(scene), items, bias, cooc, text, vocab_row, self.layout,
+                popularity=popularity,
             )
         return self._indexes[scene]
 
@@ -223,7 +242,33 @@ class TransferScorer:
                 block[:, h : h + width] = weights[0].float().cpu().numpy()
                 block[:, h + s : h + s + width] = weights[1].float().cpu().numpy()
                 block[:, h + 2 * s : h + 2 * s + width] = tokens
+                block[:, -2] = 1.0  # the model's own bias, no raw popularity
+                if self.shipped is not None:
+                    self._ship(block, rows, scene)
         return out
+
+    def _ship(self, block: np.ndarray, rows: list[list[int]], scene: str) -> None:
+        """Rewrite query rows in place into the shipped mix for their setting: a history without
+        an item of `scene` is the cold setting, any other the mixed one."""
+        assert self.shipped is not None
+        choice = self.shipped.get("choice", {}).get(scene)
+        if not choice:
+            return
+        decay = float(self.shipped.get("decay", 0.9))
+        h, s = self.layout.hidden, self.layout.slots
+        own = target_of(self.table, scene)
+        for r, tokens in enumerate(rows):
+            has_scene = any(self.table.scene_of[t] == own for t in tokens[1:])
+            mix = choice.get("mixed" if has_scene else "cold")
+            if not mix:
+                continue
+            a, g, p = float(mix["model"]), float(mix["cooccurrence"]), float(mix["popularity"])
+            n = len(tokens) - 1
+            recency = decay ** np.arange(n - 1, -1, -1, dtype=np.float64)  # newest 1, older less
+            block[r, :h] *= a
+            block[r, h + 1 : h + 1 + n] = a * block[r, h + 1 : h + 1 + n] + g * recency
+            block[r, h + s : h + 2 * s] *= a
+            block[r, -2], block[r, -1] = a, p
 
     def scores(self, histories: Sequence[Sequence[str]], scene: str, *, cold: bool = False) -> np.ndarray:
         """(n, n_scene_items) float64 scores, columns as `item_ids(scene)`; higher is better."""

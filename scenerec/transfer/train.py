@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ..settings import TransferSettings
 from ..stores.scene_index import pick_device
-from .data import FIRST_ITEM, Batch, Example, ItemTable, collate, epoch_examples
+from .data import FIRST_ITEM, Batch, Example, ItemTable, collate, epoch_examples, history_cap
 from .memory import CooccurrenceMemory, TextNeighbours
 from .model import TransferModel
 from .scorer import TransferScorer
@@ -111,6 +111,7 @@ def build_memories(
     model.cooc = CooccurrenceMemory.build(rows, size)
     with torch.no_grad():
         model.item_bias.weight.copy_(torch.from_numpy(np.log1p(model.cooc.occurrences))[:, None])
+    model.set_identity_gate(model.cooc.occurrences)
     if model.settings.text_neighbours:
         vectors = np.zeros((size, table.dim), dtype=np.float32)
         tokens = np.arange(FIRST_ITEM, len(table.vectors))
@@ -119,6 +120,14 @@ def build_memories(
         scene_rows = {s: vocab_row[t] for s, t in table.scene_tokens.items()}
         model.text = TextNeighbours.build(vectors, scene_rows, model.settings.text_neighbours)
     return [np.unique(r[r > 0]) for r in rows]
+
+
+def rebuild_cooccurrence(model: TransferModel, table: ItemTable, histories: Sequence[Sequence[str]]) -> None:
+    """Replace the model's co-occurrence memory (only it) with one built from `histories`: after
+    training, the memory can read every history the co-occurrence baseline reads."""
+    vocab_row = model.vocab_row.cpu().numpy()
+    rows = [vocab_row[np.asarray(table.tokens(h), dtype=np.int64)] for h in histories]
+    model.cooc = CooccurrenceMemory.build([r for r in rows if len(r)], len(model.vocabulary) + 1)
 
 
 # --- the loss ---
@@ -140,6 +149,7 @@ class _Loss:
         self.table = table
         self.owner_rows = owner_rows
         self.negatives = negatives
+        self.full_budget = model.settings.full_softmax_budget
         self.rng = rng
         self.vocab_row = model.vocab_row.cpu().numpy()
         # negative proposal per scene: uniform, mixed with training popularity; its log is subtracted
@@ -168,7 +178,9 @@ class _Loss:
                 continue
             qb, qt, y = rows_of_target[chosen], positions[chosen], batch.targets[chosen]
             scene_tokens = self.table.scene_tokens[scene]
-            sampled = 0 < self.negatives < len(scene_tokens)
+            # the full softmax where its (B, L, items) memory blocks fit the budget, sampled beyond
+            fits = batch.tokens.size * len(scene_tokens) <= self.full_budget
+            sampled = not fits and 0 < self.negatives < len(scene_tokens)
             if sampled:
                 picked = self.rng.choice(len(scene_tokens), size=self.negatives, p=self.proposal[scene])
                 negatives = scene_tokens[picked]
@@ -242,9 +254,11 @@ def train_transfer(
     progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
     max_steps: int | None = None,
 ) -> TrainResult:
-    """Train on the histories' next items; keep the epoch with the best valid NDCG@10.
+    """Train on the histories' next items; keep the validation with the best valid NDCG@10.
 
-    Deterministic for a seed on one device. Stops on `patience` epochs without improvement,
+    Validates every `valid_every` steps (twice an epoch by default; `EpochLog.epoch` counts
+    validations). Deterministic for a seed on one device. Stops on `patience` validations without a
+    better smoothed score,
     `max_epochs`, the `max_minutes` budget, or `max_steps` optimiser steps (for tests).
     `progress(stage, done, total, info)` is called after every step ("train") and validation ("valid").
     """
@@ -257,7 +271,9 @@ def train_transfer(
     model.to(device)
     model.attach(table)
     histories = [t for t in (table.tokens(h) for h in train_histories) if t]
-    owner_rows = build_memories(model, table, histories)
+    owner_rows = build_memories(model, table, histories)  # memories from the whole histories
+    cap = history_cap([len(h) for h in histories], settings.history_percentile, settings.max_history)
+    histories = [h[-cap:] for h in histories]  # what is learned from: the most recent `cap` items
     sparse_ids = {id(p) for p in model.sparse_parameters()}
     dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
     optimisers: list[torch.optim.Optimizer] = [
@@ -277,16 +293,20 @@ def train_transfer(
             progress("valid", epoch, settings.max_epochs, valid)
         return valid["ndcg10"]
 
+    # the best raw validation is kept; stopping reads an exponentially smoothed one, so one noisy
+    # validation neither stops training nor keeps it going
     best_score = validate(0, float("nan"), time.perf_counter() - started) if valid_cases else -math.inf
     best_state, since_best = copy.deepcopy(model.state_dict()), 0
+    smoothed = best_smoothed = best_score
+    checks, check_started = 0, time.perf_counter()
     for epoch in range(1, settings.max_epochs + 1):
-        epoch_started = time.perf_counter()
         examples = epoch_examples(
             histories, table.scene_of, settings.max_history, settings.cold_probability, rng
         )
         batches = length_buckets(examples, settings.batch_users, rng)
+        every = settings.valid_every or max(1, (len(batches) + 1) // 2)
         model.train()
-        losses = []
+        losses: list[float] = []
         for b, chosen in enumerate(batches):
             loss = loss_fn(collate([examples[i] for i in chosen]))
             for optimiser in optimisers:
@@ -299,20 +319,31 @@ def train_transfer(
             result.steps += 1
             if progress:
                 progress("train", b + 1, len(batches), {"epoch": epoch, "loss": losses[-1]})
-            if (max_steps and result.steps >= max_steps) or time.perf_counter() > deadline:
+            out_of_time = (max_steps and result.steps >= max_steps) or time.perf_counter() > deadline
+            if not out_of_time and (b + 1) % every and b + 1 < len(batches):
+                continue
+            checks += 1
+            score = validate(checks, float(np.mean(losses)), time.perf_counter() - check_started)
+            check_started, losses = time.perf_counter(), []
+            model.train()
+            if score > best_score:
+                best_score, result.best_epoch = score, checks
+                best_state = copy.deepcopy(model.state_dict())
+            smoothed = score if not math.isfinite(smoothed) else (
+                settings.valid_smoothing * smoothed + (1 - settings.valid_smoothing) * score
+            )
+            if smoothed > best_smoothed:
+                best_smoothed, since_best = smoothed, 0
+            else:
+                since_best += 1
+            if max_steps and result.steps >= max_steps:
+                result.stopped = "max_steps"
+            elif time.perf_counter() > deadline:
+                result.stopped = "time budget"
+            elif since_best >= settings.patience:
+                result.stopped = "early stopping"
+            if result.stopped:
                 break
-        score = validate(epoch, float(np.mean(losses)), time.perf_counter() - epoch_started)
-        if score > best_score:
-            best_score, since_best, result.best_epoch = score, 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            since_best += 1
-        if max_steps and result.steps >= max_steps:
-            result.stopped = "max_steps"
-        elif time.perf_counter() > deadline:
-            result.stopped = "time budget"
-        elif since_best >= settings.patience:
-            result.stopped = "early stopping"
         if result.stopped:
             break
     else:
