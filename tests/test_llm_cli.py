@@ -113,7 +113,8 @@ def test_rerank_batch_over_a_recommender(tiny_settings: Settings, encoder: objec
     with Recommender(tiny_settings, encoder=encoder) as recommender:  # type: ignore[arg-type]
         users = ["alice", "bob", "carol"]
         histories = [recommender.history(u) for u in users]
-        cands = [recommender.recommend_for_history(h, "films", 6) for h in histories]
+        # as many candidates as `recommend_explained` takes, so the single run sees the same list
+        cands = [recommender.recommend_for_history(h, "films", max(3, llm.candidates)) for h in histories]
         done: list[int] = []
         results = recommender.rerank_batch(
             histories, "films", cands, backend, k=3, settings=llm, progress=done.append
