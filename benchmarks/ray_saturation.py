@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_retrieval import synthetic  # the same generator as the retrieval benchmark
 
 HERE = Path(__file__).resolve().parent
 FIT = HERE / "out" / "synthetic-fit-ao2000.npz"
@@ -44,17 +45,6 @@ def _fit() -> tuple[np.ndarray, np.ndarray]:
         np.savez(FIT, mean=vectors.mean(axis=0), chol=np.linalg.cholesky(cov))
     fit = np.load(FIT)
     return fit["mean"].astype(np.float32), fit["chol"].astype(np.float32)
-
-
-def synthetic(mean: np.ndarray, chol: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n vectors ~ N(mean, cov), normalised, in blocks (as bench_retrieval.py)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, len(mean)), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        block = rng.standard_normal((m, len(mean)), dtype=np.float32) @ chol.T + mean
-        out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return out
 
 
 def _rss_mb() -> dict:
