@@ -11,6 +11,8 @@ model when the data directory has a checkpoint) is named in the result. Per show
 - faithfulness: drop the cited (first) evidence item from the history, re-run the same retrieval, and
   see whether the item's rank drops (an item pushed beyond the candidate depth counts as rank 101); the
   same for the nearest-by-cosine history item, today's evidence, as the baseline in the same run;
+  also over the items whose evidence claims a cause (a leave-one-out contributor, not the `nearest`
+  fallback said as "close to"), with their share of the shown items and the baseline on the same items;
 - specificity: the sentence names a co-purchase count, shared attribute words or a peer count;
 - variety: distinct sentence shapes (templates) per list of 10.
 
@@ -66,6 +68,10 @@ class Accumulator:
     ours_drops: list[int] = field(default_factory=list)
     base_flags: list[bool] = field(default_factory=list)
     base_drops: list[int] = field(default_factory=list)
+    causal_flags: list[bool] = field(default_factory=list)  # items whose evidence claims a cause
+    causal_drops: list[int] = field(default_factory=list)
+    causal_base_flags: list[bool] = field(default_factory=list)  # the baseline on those same items
+    causal_base_drops: list[int] = field(default_factory=list)
     same_cited: list[bool] = field(default_factory=list)
     specific: list[bool] = field(default_factory=list)
     variety: list[int] = field(default_factory=list)
@@ -80,6 +86,11 @@ class Accumulator:
             "methods": sorted(m for m in self.methods if m),
             "faithfulness": summary(self.ours_flags, self.ours_drops),
             "baseline_nearest_cosine_faithfulness": summary(self.base_flags, self.base_drops),
+            # items whose first evidence is a contributor (not the `nearest` closeness fallback, said as
+            # "close to", which claims no cause), and the baseline's evidence on exactly those items
+            "causal_share": round(len(self.causal_flags) / max(self.shown, 1), 4),
+            "faithfulness_causal": summary(self.causal_flags, self.causal_drops),
+            "baseline_on_causal_items": summary(self.causal_base_flags, self.causal_base_drops),
             "cited_same_as_baseline": round(sum(self.same_cited) / max(len(self.same_cited), 1), 4),
             "specificity": round(sum(self.specific) / max(len(self.specific), 1), 4),
             "variety_mean_shapes_per_list": round(statistics.mean(self.variety), 2) if self.variety else None,
@@ -157,6 +168,7 @@ def main() -> None:
             )
             shapes = set()
             ours_v, ours_at, base_v, base_at = [], [], [], []
+            causal: set[int] = set()
             for rank, (r, b) in enumerate(zip(recs, baseline), start=1):
                 a.shown += 1
                 a.methods.add(r.method)
@@ -167,6 +179,8 @@ def main() -> None:
                 if r.evidence:
                     ours_v.append(without(history, r.evidence[0].item_id))
                     ours_at.append((r.item_id, rank))
+                    if r.evidence[0].kind != "nearest":
+                        causal.add(rank)
                 if b.evidence:
                     base_v.append(without(history, b.evidence[0].item_id))
                     base_at.append((b.item_id, rank))
@@ -181,13 +195,16 @@ def main() -> None:
                             "baseline_evidence": b.evidence[0].title if b.evidence else None,
                         }
                     )
-            for variants, at, flags, drops in (
-                (ours_v, ours_at, a.ours_flags, a.ours_drops),
-                (base_v, base_at, a.base_flags, a.base_drops),
+            for variants, at, flags, drops, causal_flags, causal_drops in (
+                (ours_v, ours_at, a.ours_flags, a.ours_drops, a.causal_flags, a.causal_drops),
+                (base_v, base_at, a.base_flags, a.base_drops, a.causal_base_flags, a.causal_base_drops),
             ):
                 for (item_id, rank), new in zip(at, new_ranks(rec, variants, scene, [i for i, _ in at])):
                     flags.append(new > rank)
                     drops.append(new - rank)
+                    if rank in causal:
+                        causal_flags.append(new > rank)
+                        causal_drops.append(new - rank)
             a.variety.append(len(shapes))
         if done % 5 == 0 or done == len(histories):
             out["cases_done"] = done

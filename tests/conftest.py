@@ -100,7 +100,15 @@ def demo_settings(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) ->
 
 @pytest.fixture(scope="session")
 def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the embedded LLM's GGUF is converted once per test session."""
+    """Where the embedded LLM's GGUF is converted once per test session, or once per cache when
+    SCENEREC_TEST_LLM_CACHE names a folder (`.ci/run` keeps it beside the cached venvs: the conversion
+    costs ~25 s of every run, and its folder is keyed by the GGUF's hash, so a new model converts anew)."""
+    import os
+
+    kept = os.environ.get("SCENEREC_TEST_LLM_CACHE")
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        return Path(kept)
     return tmp_path_factory.mktemp("llm-models")
 
 

@@ -1,8 +1,10 @@
 """One contract for every LLM backend: fake, transformers, openai->transformers serve, vllm in-process and
 openai->vLLM's own OpenAI server. Whatever the model says, rerank returns candidate ids of the scene only,
-each once; explanations cite a history item or fall back to the template; the counters add up; every case
-of the injection corpus (tests/fixtures/injection_corpus.jsonl, all of it, in one batch) stays inert; the
-agent's action JSON validates against its schema.
+each once; explanations cite a history item or fall back to the template; the counters add up; the injection
+corpus (tests/fixtures/injection_corpus.jsonl) stays inert — all of it, in one batch, on every backend
+that batches; one case of each kind on transformers serve, which answers one generation per HTTP request
+in the plain dialect (~3 s each on 2 CPU cores; all 40 cost 130 s of CI); the agent's action JSON
+validates against its schema.
 
 A backend that is not installed is skipped with the reason. All but the fake one carry the `vllm` marker:
 the main run deselects them (it already covers transformers and transformers serve in test_rerank.py and
@@ -160,14 +162,19 @@ def hostile_request(case: dict[str, str]) -> RerankRequest:
     return req
 
 
-def test_the_whole_injection_corpus_stays_inert(backend: LLMBackend) -> None:
+ONE_PER_KIND = list({case["kind"]: case for case in CORPUS}.values())
+SERIAL_BACKENDS = {"transformers_serve_backend"}  # one generation per HTTP request, no batch path
+
+
+def test_the_injection_corpus_stays_inert(backend: LLMBackend, request: pytest.FixtureRequest) -> None:
     """Every corpus case in one batch (one engine call where the backend batches): the model answers for
     each, the ranking keeps every guarantee, and an item whose text gives an instruction cannot climb."""
-    requests = [hostile_request(case) for case in CORPUS]
+    corpus = ONE_PER_KIND if request.node.callspec.params["backend"] in SERIAL_BACKENDS else CORPUS
+    requests = [hostile_request(case) for case in corpus]
     settings = settings_for(backend.name)
     results = Reranker(backend, settings).rerank_many(requests, explain=False)
-    assert len(results) == len(CORPUS)
-    for case, req, result in zip(CORPUS, requests, results):
+    assert len(results) == len(corpus)
+    for case, req, result in zip(corpus, requests, results):
         ids = [r.item_id for r in result.recommendations]
         assert len(ids) == len(set(ids)) == N_CANDIDATES, case["id"]
         assert set(ids) == {c.item_id for c in req.candidates}, case["id"]

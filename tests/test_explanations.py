@@ -53,9 +53,9 @@ def test_leave_one_out_on_hand_built_co_purchases_finds_the_known_answer() -> No
 
 
 def test_leave_one_out_on_a_hand_built_dense_model_credits_the_aligned_item() -> None:
-    # 2-d item space: x lies along a's direction, y along b's; the mean query of [a, b] ranks both
+    # 2-d item space: x leans to a's direction, y to b's; the mean query of [a, b] ranks x first, y second
     vectors = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
-    items = np.array([[0.9, 0.1], [0.1, 0.9]], dtype=np.float32)  # x, y (ids sorted)
+    items = np.array([[0.9, 0.3], [0.1, 0.9]], dtype=np.float32)  # x, y (ids sorted)
 
     def queries(histories):
         out = []
@@ -81,7 +81,9 @@ def test_leave_one_out_on_a_hand_built_dense_model_credits_the_aligned_item() ->
     )
     x, y = leave_one_out(scorer, hist("a", "b"), ["x", "y"])
     assert x.deltas["a"] > 0 > x.deltas["b"] and y.deltas["b"] > 0 > y.deltas["a"]
-    assert [i for i, _, _ in x.contributors(2)] == ["a"]
+    assert [i for i, _, _ in x.contributors(2)] == ["a"]  # without a, x falls to second place
+    # without b, y's cosine falls (0.71 -> 0.10) but it stays second: b did not put it where it is
+    assert y.contributors(2) == []
 
 
 def test_every_cited_item_is_one_whose_removal_lowers_the_score(
@@ -293,3 +295,4 @@ def test_a_reason_that_links_nothing_but_glue_words_is_off_topic() -> None:
     result = Reranker(vacuous, LLMSettings(backend="fake", use_profile=False)).rerank(request)
     assert result.counters.off_topic_reasons == 1 and result.counters.llm_explanations == 0
     assert result.recommendations[0].explanation == evidence_sentence(rec, "office")
+

@@ -51,7 +51,10 @@ def tiny_app(settings: Settings, encoder: Encoder, tmp_path: Path, **kwargs: obj
 
 
 async def settle(pilot: Pilot) -> None:
-    """Wait until every worker is done and the screen has caught up (workers may start workers)."""
+    """Wait until every worker is done and the screen has caught up (workers may start workers); the
+    input's cursor stops blinking, so a screenshot does not depend on when in the blink it is taken."""
+    for box in pilot.app.query(Input):
+        box.cursor_blink = False
     for _ in range(3):
         try:
             await pilot.app.workers.wait_for_complete()

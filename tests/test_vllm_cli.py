@@ -137,12 +137,8 @@ def test_recommend_explain_with_the_vllm_backend(
         "SCENEREC_LLM__RERANK_WEIGHT": "0.3",  # label scores too, not only explanations
         "SCENEREC_LLM__OPTIONS": json.dumps({"max_model_len": 2048}),
     }
-    plain = subprocess.run(
-        [sys.executable, "-m", "scenerec", "recommend", *common, "-k", "20"],
-        check=False, capture_output=True, text=True, timeout=120, env=env,
-    )
-    assert plain.returncode == 0, plain.stderr
-    retrieved = [r.item_id for r in TypeAdapter(list[Recommendation]).validate_json(plain.stdout)]
+    with Recommender(data) as recommender:  # what `recommend -k 20` without --explain lists
+        retrieved = [r.item_id for r in recommender.recommend(user_id, scene, 20)]
     out = subprocess.run(
         [sys.executable, "-m", "scenerec", "recommend", *common, "-k", "5", "--explain", "--backend", "vllm"],
         check=False, capture_output=True, text=True, timeout=400, env=env,

@@ -28,6 +28,9 @@ from .retrieval import Candidate
 from .scores import percentile
 
 TIE = 1e-7  # tanh(dense score) x TIE < 1e-7, the RRF gap between ranks 100 and 101 is 3.8e-5
+# a fused delta above this moved the item in one of the lists; below it, only TIE's tie-break moved, and
+# a history item whose removal moves no rank is not said to have put the item where it is
+MOVES_RANK = 10 * TIE
 MIN_SHARE = 0.01  # a contributor below 1% of the lift is not named (nor drawn as a bar)
 ATTRIBUTION_ITEMS = 30  # most recent distinct history items tried; older ones weigh ~0.9^30 in the mean
 
@@ -36,6 +39,7 @@ class ListScorer(Protocol):
     """What ranked a list, as a function of the history."""
 
     method: str
+    min_delta: float  # a contribution must exceed this to be cited (0: any rise of the score)
 
     def scores(self, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> np.ndarray:
         """(len(histories), len(item_ids)) ranking scores; higher ranks first."""
@@ -91,6 +95,7 @@ class FusedScorer:
     rrf_k: int
     dense_depth: int
     lexical_depth: int
+    min_delta: float = MOVES_RANK
 
     def __post_init__(self) -> None:
         self._column = {item_id: c for c, item_id in enumerate(self.dense_ids)}
@@ -124,8 +129,9 @@ class FusedScorer:
             ranks = _ranks_within(dense, known, self.dense_depth)
             values = dense[:, known]
             part = np.where(ranks <= self.dense_depth, 1.0 / (self.rrf_k + ranks), 0.0)
-            # where a removal moves no rank, the dense score still says which items pulled; TIE keeps
-            # it far below the gap between two adjacent ranks' RRF scores, so the order is the list's
+            # the dense score breaks ties between equal ranks (retrieval's order); TIE keeps it far below
+            # the gap between two adjacent ranks' RRF scores, and `min_delta` keeps a removal that only
+            # moved this tie-break from being cited
             part += TIE * np.where(np.isfinite(values), np.tanh(values), 0.0)
             out[np.ix_(rows, at)] = part
         if self.lexical is not None and self.lexical_weight > 0:
@@ -162,6 +168,7 @@ class CooccurrenceScorer:
 
     interactions: Interactions
     method: str = "co-occurrence"
+    min_delta: float = 0.0
 
     def scores(self, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> np.ndarray:
         return np.stack(
@@ -181,10 +188,13 @@ class Attribution:
     item_id: str
     score: float
     deltas: dict[str, float]  # history item id -> score - score without it
+    min_delta: float = 0.0  # the scorer's: smaller rises are not a contribution
 
     def contributors(self, n: int) -> list[tuple[str, float, float]]:
-        """Up to n (history item id, share, delta) with a positive delta, largest first."""
-        positive = sorted(((d, i) for i, d in self.deltas.items() if d > 0), key=lambda x: (-x[0], x[1]))
+        """Up to n (history item id, share, delta) with a delta above `min_delta`, largest first."""
+        positive = sorted(
+            ((d, i) for i, d in self.deltas.items() if d > max(self.min_delta, 0.0)), key=lambda x: (-x[0], x[1])
+        )
         total = sum(d for d, _ in positive)
         return [(i, d / total, d) for d, i in positive if d / total >= MIN_SHARE][:n]
 
@@ -206,6 +216,7 @@ def leave_one_out(
             item_id,
             float(scores[0, c]),
             {h: float(scores[0, c] - scores[1 + r, c]) for r, h in enumerate(tried)},
+            scorer.min_delta,
         )
         for c, item_id in enumerate(item_ids)
     ]
@@ -267,8 +278,9 @@ def attributed_recommendations(
 
 
 def _nearest(history: UserHistory, cosine: np.ndarray, n: int) -> list[Evidence]:
-    """When no history item raised the score (it came in on something shared by all of them), the
-    nearest by cosine, labelled `nearest` with no share: said as closeness, not as the cause."""
+    """When no single history item moved the item in the list (it came in on something all of them share,
+    or removing any one leaves its rank where it is), the nearest by cosine, labelled `nearest` with no
+    share: said as closeness, not as the cause."""
     out: list[Evidence] = []
     for j in np.argsort(-cosine, kind="stable"):
         e = history.entries[j]
