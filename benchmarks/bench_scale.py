@@ -2,6 +2,7 @@
 
     flock /tmp/scenerec-cpu.lock nice -n 0 python benchmarks/bench_scale.py --part encoding [--texts 2000]
     flock /tmp/scenerec-cpu.lock nice -n 0 python benchmarks/bench_scale.py --part scoring --data-dir DIR
+    flock /tmp/scenerec-cpu.lock nice -n 0 python benchmarks/bench_scale.py --part scoring --data-dir DIR --rerank --users 40 --batch-size 10
     flock /tmp/scenerec-cpu.lock nice -n 0 python benchmarks/bench_scale.py --part saturation --actors 1
 
 Encoding reads the first N items of the Arts-Office catalog (../shared/data; skipped when absent).
@@ -89,17 +90,22 @@ def _summary(out: dict, vectors: dict, n_texts: int, rounds: int, threads: int) 
             "load_average_1m_after": round(os.getloadavg()[0], 2), "backends": out}
 
 
-def bench_scoring(data_dir: Path, scene: str, n_users: int) -> dict:
-    """users/s of one-process score_batch vs engine='ray' (local Ray on every core), same users."""
+def bench_scoring(data_dir: Path, scene: str, n_users: int, rerank: bool = False, batch_size: int = 1024) -> dict:
+    """users/s of one-process score_batch vs engine='ray' (local Ray on every core), same users.
+
+    With `rerank`, both runs put the LLM stage in (the configured backend, label scores at weight 0.3):
+    one backend for the one-process run, one per Ray actor, each built and loaded inside the timing."""
     from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
-    settings = load_settings(data_dir=data_dir, embedding={"show_progress": False})
+    llm = {"rerank_weight": 0.3} if rerank else {}
+    settings = load_settings(data_dir=data_dir, embedding={"show_progress": False}, llm=llm)
     with Recommender.open(settings=settings) as rec:
         users = rec.items.users()[:n_users]
-        rec.score_batch(users[:16], scene, 10)  # builds the scene index once, as a warm run would
+        # builds the scene index once (and converts the LLM once), as a warm run would
+        rec.score_batch(users[:2 if rerank else 16], scene, 10, rerank=rerank)
         started = time.perf_counter()
-        local = rec.score_batch(users, scene, 10)
+        local = rec.score_batch(users, scene, 10, rerank=rerank, batch_size=batch_size)
         local_s = time.perf_counter() - started
         from scenerec.stores.ray_encoding import start_ray
 
@@ -108,12 +114,14 @@ def bench_scoring(data_dir: Path, scene: str, n_users: int) -> dict:
         init_s = time.perf_counter() - started
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            distributed = rec.score_batch(users, scene, 10, out=Path(tmp) / "parts", engine="ray")
+            distributed = rec.score_batch(users, scene, 10, out=Path(tmp) / "parts", engine="ray",
+                                          rerank=rerank, batch_size=batch_size)
             ray_s = time.perf_counter() - started
         cpus = ray.cluster_resources().get("CPU")
         ray.shutdown()
     same = distributed.item_ids == local.item_ids
     return {"data_dir": str(data_dir), "scene": scene, "users": len(users), "ray_cpus": cpus,
+            "rerank": rerank, "llm_backend": settings.llm.backend if rerank else None, "batch_size": batch_size,
             "local_s": round(local_s, 2), "local_users_per_s": round(len(users) / local_s, 1),
             "ray_init_s": round(init_s, 2), "ray_s": round(ray_s, 2),
             "ray_users_per_s": round(len(users) / ray_s, 1), "ray_equals_local": same}
@@ -131,6 +139,8 @@ def main() -> None:
     parser.add_argument("--model-cache", type=Path, default=HERE / "out" / "model-cache")
     parser.add_argument("--actors", type=int, default=1, help="saturation: actors in the pool (on 2 cores)")
     parser.add_argument("--items", type=int, default=1_000_000, help="saturation: synthetic catalog size")
+    parser.add_argument("--rerank", action="store_true", help="scoring: with the LLM stage (configured backend)")
+    parser.add_argument("--batch-size", type=int, default=1024, help="scoring: users per batch")
     args = parser.parse_args()
     result: dict = {"machine": machine(), "part": args.part}
     name = args.part
@@ -151,7 +161,8 @@ def main() -> None:
     elif args.part == "scoring":
         if args.data_dir is None:
             raise SystemExit("--part scoring needs --data-dir (an ingested data directory)")
-        result["scoring"] = bench_scoring(args.data_dir, args.scene, args.users)
+        name = "scoring-rerank" if args.rerank else "scoring"
+        result["scoring"] = bench_scoring(args.data_dir, args.scene, args.users, args.rerank, args.batch_size)
         print(result["scoring"], flush=True)
     else:
         from ray_saturation import bench_saturation
