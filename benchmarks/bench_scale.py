@@ -90,7 +90,9 @@ def _summary(out: dict, vectors: dict, n_texts: int, rounds: int, threads: int) 
             "load_average_1m_after": round(os.getloadavg()[0], 2), "backends": out}
 
 
-def bench_scoring(data_dir: Path, scene: str, n_users: int, rerank: bool = False, batch_size: int = 1024) -> dict:
+def bench_scoring(
+    data_dir: Path, scene: str, n_users: int, rerank: bool = False, batch_size: int = 1024
+) -> dict:
     """users/s of one-process score_batch vs engine='ray' (local Ray on every core), same users.
 
     With `rerank`, both runs put the LLM stage in (the configured backend, label scores at weight 0.3):

@@ -295,4 +295,3 @@ def test_a_reason_that_links_nothing_but_glue_words_is_off_topic() -> None:
     result = Reranker(vacuous, LLMSettings(backend="fake", use_profile=False)).rerank(request)
     assert result.counters.off_topic_reasons == 1 and result.counters.llm_explanations == 0
     assert result.recommendations[0].explanation == evidence_sentence(rec, "office")
-

@@ -192,9 +192,8 @@ class Attribution:
 
     def contributors(self, n: int) -> list[tuple[str, float, float]]:
         """Up to n (history item id, share, delta) with a delta above `min_delta`, largest first."""
-        positive = sorted(
-            ((d, i) for i, d in self.deltas.items() if d > max(self.min_delta, 0.0)), key=lambda x: (-x[0], x[1])
-        )
+        rises = ((d, i) for i, d in self.deltas.items() if d > self.min_delta)
+        positive = sorted(rises, key=lambda x: (-x[0], x[1]))
         total = sum(d for d, _ in positive)
         return [(i, d / total, d) for d, i in positive if d / total >= MIN_SHARE][:n]
 
