@@ -13,6 +13,8 @@ model when the data directory has a checkpoint) is named in the result. Per show
   same for the nearest-by-cosine history item, today's evidence, as the baseline in the same run;
   also over the items whose evidence claims a cause (a leave-one-out contributor, not the `nearest`
   fallback said as "close to"), with their share of the shown items and the baseline on the same items;
+  an item that no single history item moves may be cited by a group that moves it together (`joint`):
+  the whole group is removed, and those items are also reported on their own;
 - specificity: the sentence names a co-purchase count, shared attribute words or a peer count;
 - variety: distinct sentence shapes (templates) per list of 10.
 
@@ -78,6 +80,8 @@ class Accumulator:
     shapes: dict[str, int] = field(default_factory=dict)
     methods: set[str] = field(default_factory=set)
     shown: int = 0
+    joint_flags: list[bool] = field(default_factory=list)  # items cited by a group (no single contributor)
+    joint_sizes: list[int] = field(default_factory=list)
 
     def report(self) -> dict:
         return {
@@ -91,6 +95,12 @@ class Accumulator:
             "causal_share": round(len(self.causal_flags) / max(self.shown, 1), 4),
             "faithfulness_causal": summary(self.causal_flags, self.causal_drops),
             "baseline_on_causal_items": summary(self.causal_base_flags, self.causal_base_drops),
+            # of those, the ones cited as a group whose removal together moves them (all of it removed)
+            "joint_share": round(len(self.joint_flags) / max(self.shown, 1), 4),
+            "joint_faithfulness": round(sum(self.joint_flags) / max(len(self.joint_flags), 1), 4),
+            "joint_mean_group_size": (
+                round(statistics.mean(self.joint_sizes), 2) if self.joint_sizes else None
+            ),
             "cited_same_as_baseline": round(sum(self.same_cited) / max(len(self.same_cited), 1), 4),
             "specificity": round(sum(self.specific) / max(len(self.specific), 1), 4),
             "variety_mean_shapes_per_list": round(statistics.mean(self.variety), 2) if self.variety else None,
@@ -169,6 +179,7 @@ def main() -> None:
             shapes = set()
             ours_v, ours_at, base_v, base_at = [], [], [], []
             causal: set[int] = set()
+            joint: set[int] = set()
             for rank, (r, b) in enumerate(zip(recs, baseline), start=1):
                 a.shown += 1
                 a.methods.add(r.method)
@@ -177,10 +188,15 @@ def main() -> None:
                 a.shapes[shape] = a.shapes.get(shape, 0) + 1
                 a.specific.append(is_specific(r))
                 if r.evidence:
-                    ours_v.append(without(history, r.evidence[0].item_id))
+                    # a group cited together (`joint`) is removed together: that is what it claims
+                    cited = [e.item_id for e in r.evidence if e.joint] or [r.evidence[0].item_id]
+                    ours_v.append(without(history, *cited))
                     ours_at.append((r.item_id, rank))
                     if r.evidence[0].kind != "nearest":
                         causal.add(rank)
+                    if r.evidence[0].joint:
+                        joint.add(rank)
+                        a.joint_sizes.append(len(cited))
                 if b.evidence:
                     base_v.append(without(history, b.evidence[0].item_id))
                     base_at.append((b.item_id, rank))
@@ -205,6 +221,8 @@ def main() -> None:
                     if rank in causal:
                         causal_flags.append(new > rank)
                         causal_drops.append(new - rank)
+                    if rank in joint and flags is a.ours_flags:
+                        a.joint_flags.append(new > rank)
             a.variety.append(len(shapes))
         if done % 5 == 0 or done == len(histories):
             out["cases_done"] = done

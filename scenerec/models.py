@@ -129,6 +129,7 @@ class Evidence(BaseModel):
     delta: float | None = None  # ranking score minus the score without this history item
     count: int | None = None  # co_purchase: training users who bought both
     words: list[str] = Field(default_factory=list)  # shared attribute / text words
+    joint: bool = False  # cited as one of a group that moved the item only together (no one alone did)
 
 
 class Recommendation(BaseModel):

@@ -14,8 +14,10 @@ from scenerec.llm.fake import FakeBackend
 from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHistory
 from scenerec.recommend.attribution import (
     CooccurrenceScorer,
+    MOVES_RANK,
     FusedScorer,
     _ranks_within,
+    joint_contributors,
     leave_one_out,
     without,
 )
@@ -86,9 +88,39 @@ def test_leave_one_out_on_a_hand_built_dense_model_credits_the_aligned_item() ->
     assert y.contributors(2) == []
 
 
+def test_an_item_no_single_history_item_moves_is_cited_by_the_pair_that_moves_it() -> None:
+    # 3-d space, history a, b, c along the axes; x leans to all three (c most), w to a alone. The mean
+    # query ranks x first; without any one of a, b, c it stays first; without c and b (its two strongest,
+    # c's removal costing it most) the query is a alone and w overtakes it
+    vectors = {"a": np.eye(3)[0], "b": np.eye(3)[1], "c": np.eye(3)[2]}
+    items = np.array([[0.997, 0.05, 0.05], [0.539, 0.539, 0.647]], dtype=np.float32)  # w, x (ids sorted)
+
+    def queries(histories):
+        out = []
+        for h in histories:
+            q = sum((vectors[i] for i in h.item_ids), np.zeros(3))
+            out.append((q / np.linalg.norm(q)).astype(np.float32) if h.entries else None)
+        return out
+
+    scorer = FusedScorer(method="dense", queries=queries, full_scores=lambda q: q @ items.T,
+                         dense_ids=["w", "x"], lexical=None, lexical_query=lambda h: "", lexical_weight=0.0,
+                         rrf_k=60, dense_depth=10, lexical_depth=10)
+    history = hist("a", "b", "c")
+    (x,) = leave_one_out(scorer, history, ["x"])
+    assert x.contributors(3) == [] and max(x.deltas, key=x.deltas.get) == "c"
+    joint_contributors(scorer, history, [x])
+    assert x.joint is not None and x.joint[0] == ("c", "b") and x.joint[1] > MOVES_RANK
+    full, cut = scorer.scores([history, without(history, "c", "b")], ["x"])[:, 0]
+    assert full - cut == x.joint[1]
+    (w,) = leave_one_out(scorer, history, ["w"])  # second with or without any item: nothing to cite
+    joint_contributors(scorer, history, [w])
+    assert w.contributors(3) == [] and w.joint is None
+
+
 def test_every_cited_item_is_one_whose_removal_lowers_the_score(
     tiny_settings: Settings, encoder: Encoder
 ) -> None:
+    single_cited = joint_cited = 0
     with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
         for user in rec.items.users():
             history = rec.history(user)
@@ -98,10 +130,22 @@ def test_every_cited_item_is_one_whose_removal_lowers_the_score(
                     continue
                 scorer = rec.list_scorer(scene)
                 for r in recs:
+                    group = [e.item_id for e in r.evidence if e.joint]
+                    if group:  # cited together: together they lower it, and no one of them alone does
+                        joint_cited += 1
+                        full, cut, *alone = scorer.scores(
+                            [history, without(history, *group)] + [without(history, h) for h in group],
+                            [r.item_id],
+                        )[:, 0]
+                        assert full - cut > scorer.min_delta, (user, scene, r.item_id, group)
+                        assert all(full - a <= scorer.min_delta for a in alone), (user, scene, r.item_id)
+                        continue
                     for e in [e for e in r.evidence if e.kind != "nearest"]:  # nearest: no item raised it
                         assert e.share is not None and 0 < e.share <= 1
                         full, cut = scorer.scores([history, without(history, e.item_id)], [r.item_id])[:, 0]
                         assert cut < full, (user, scene, r.item_id, e.item_id)
+                        single_cited += 1
+        assert single_cited > 0 and joint_cited > 0  # the demo has both kinds
 
 
 def test_scores_are_in_unit_range_and_fall_with_the_rank(tiny_settings: Settings, encoder: Encoder) -> None:

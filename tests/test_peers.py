@@ -156,3 +156,36 @@ def test_scores_only_the_target_scene_masked_by_the_harness_and_beats_random(tra
     torch.save({"weights": {}}, tmp_path / "other.pt")
     with pytest.raises(ScenerecError, match="not a scenerec SASRec checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
+
+
+@needs_recbole
+def test_a_snapshot_at_the_budget_is_the_model_a_run_stopped_there_would_give(tmp_path):
+    from scenerec.evaluation.peers import (
+        SASRecMethod,
+        SASRecOptions,
+        read_checkpoint,
+        save_checkpoint,
+        train_sasrec,
+    )
+
+    valid, case_users = demo_data("valid")
+    train = {u: h for u, h in valid.train_histories.items() if u not in case_users}
+    item_ids = sorted(valid.item_scene)
+    common = {"learning_rate": 0.005, "seed": 0, "threads": 1, "batch_size": 256}
+    # budget 0: the run stops after its first batch; the snapshot at 0 is taken after that same batch
+    short, _ = train_sasrec(train, item_ids, SASRecOptions(max_minutes=1e-9, **common), valid=valid)
+    long, result = train_sasrec(
+        train, item_ids, SASRecOptions(snapshot_minutes=1e-9, max_epochs=2, patience=2, **common), valid=valid
+    )
+    assert result.snapshot is not None and result.snapshot.epoch == 1 and result.snapshot.fraction < 1
+    assert len(result.epochs) == 2 and result.snapshot.seconds < result.epochs[0].seconds
+    for name, weight in short["weights"].items():
+        assert weight.equal(long["snapshot"]["weights"][name]), name
+    assert not all(w.equal(long["weights"][n]) for n, w in short["weights"].items())
+    save_checkpoint(tmp_path / "sasrec.pt", long)
+    again = read_checkpoint(tmp_path / "sasrec.pt")
+    data, _ = demo_data("test")
+    method = SASRecMethod(state=again["snapshot"], name="sasrec-at-budget")
+    method.fit(data)
+    assert method.name == "sasrec-at-budget"
+    assert method.score([data.cases[0].history], data.scenes[0]).shape[0] == 1

@@ -70,6 +70,11 @@ class SASRecOptions(BaseModel):
     max_minutes: float | None = Field(
         None, description="Wall-time budget of training, valid checks included."
     )
+    snapshot_minutes: float | None = Field(
+        None,
+        description="Also keep the model as it stands after this much training (a valid check there, "
+        "training then goes on): the at-budget peer and the converged one from one run.",
+    )
     bucket_pool: int = Field(16, description="Batches drawn at random, then sorted by length, per pool.")
     seed: int = 0
     threads: int | None = Field(None, description="torch CPU threads (None: leave torch's setting).")
@@ -96,6 +101,9 @@ class TrainedSASRec(BaseModel):
     train_rows: int
     train_users: int
     config: dict[str, Any]
+    snapshot: EpochRecord | None = Field(
+        None, description="The valid check at `snapshot_minutes` (its weights are saved beside)."
+    )
 
 
 def _import_recbole() -> Any:
@@ -231,7 +239,10 @@ class SASRecMethod(RankingMethod):
 
     name = "sasrec"
 
-    def __init__(self, checkpoint: Path | None = None, *, state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, checkpoint: Path | None = None, *, state: dict[str, Any] | None = None, name: str = "sasrec"
+    ) -> None:
+        self.name = name
         self.checkpoint = checkpoint
         self._state = state
 
@@ -324,8 +335,6 @@ def train_sasrec(
     valid NDCG@10 (mixed history, full ranking, our harness) when `valid` is given, else the last."""
     import torch
 
-    from .harness import evaluate
-
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
@@ -347,6 +356,10 @@ def train_sasrec(
     records: list[EpochRecord] = []
     best: tuple[float, int, dict[str, Any]] | None = None
     stopped = "max_epochs"
+    planned = math.ceil(len(targets) / int(config["train_batch_size"]))
+    snapshot_at = options.snapshot_minutes * 60 if options.snapshot_minutes else math.inf
+    snapshot: EpochRecord | None = None
+    snapshot_state: dict[str, Any] | None = None
     for epoch in range(1, int(config["epochs"]) + 1):
         model.train()
         total, batches = 0.0, 0
@@ -364,18 +377,26 @@ def train_sasrec(
             optimizer.step()
             total += loss.item()
             batches += 1
+            trained = time.perf_counter() - started
+            if snapshot is None and trained > snapshot_at:
+                snapshot_state = _state(model, config, item_ids)
+                snapshot = EpochRecord(
+                    epoch=epoch,
+                    fraction=round(batches / planned, 3),
+                    loss=round(total / batches, 5),
+                    valid_ndcg10=_valid_ndcg10(valid, snapshot_state) if valid is not None else None,
+                    seconds=round(trained, 1),
+                )
+                if progress is not None:
+                    progress(snapshot)
+                # a run stopped here would not have spent this check on training: leave it out of the clock
+                started = time.perf_counter() - trained
+                model.train()
             if time.perf_counter() - started > budget:
                 break
         finished_epoch = time.perf_counter() - started <= budget
         state = _state(model, config, item_ids)
-        ndcg = None
-        if valid is not None:
-            method = SASRecMethod(state=state)
-            report = evaluate(
-                valid, [method], split=valid.split, settings=("mixed",), protocols=("full",), n_bootstrap=0
-            )
-            ndcg = report.result(method.name, "mixed", "full").scenes["overall"].metrics["ndcg@10"].mean
-        planned = math.ceil(len(targets) / int(config["train_batch_size"]))
+        ndcg = _valid_ndcg10(valid, state) if valid is not None else None
         record = EpochRecord(
             epoch=epoch,
             fraction=round(batches / planned, 3),
@@ -405,8 +426,23 @@ def train_sasrec(
         train_rows=len(targets),
         train_users=len(histories),
         config={k: v for k, v in config.items() if k != "device"},
+        snapshot=snapshot,
     )
+    if snapshot_state is not None:
+        result_state = dict(best[2], snapshot=snapshot_state)
+        return result_state, result
     return best[2], result
+
+
+def _valid_ndcg10(valid: EvalData, state: dict[str, Any]) -> float:
+    """Mixed-history, full-ranking NDCG@10 of the peer on `valid` (what early stopping reads)."""
+    from .harness import evaluate
+
+    method = SASRecMethod(state=state)
+    report = evaluate(
+        valid, [method], split=valid.split, settings=("mixed",), protocols=("full",), n_bootstrap=0
+    )
+    return report.result(method.name, "mixed", "full").scenes["overall"].metrics["ndcg@10"].mean
 
 
 def _state(model: Any, config: dict[str, Any], item_ids: list[str]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ TIE = 1e-7  # tanh(dense score) x TIE < 1e-7, the RRF gap between ranks 100 and 
 MOVES_RANK = 10 * TIE
 MIN_SHARE = 0.01  # a contributor below 1% of the lift is not named (nor drawn as a bar)
 ATTRIBUTION_ITEMS = 30  # most recent distinct history items tried; older ones weigh ~0.9^30 in the mean
+JOINT_ITEMS = 3  # most history items cited together when no single one moves the item
 
 
 class ListScorer(Protocol):
@@ -189,6 +190,9 @@ class Attribution:
     score: float
     deltas: dict[str, float]  # history item id -> score - score without it
     min_delta: float = 0.0  # the scorer's: smaller rises are not a contribution
+    # when no single item is a contributor: the fewest strongest items whose removal together moves
+    # the item, and the score lost without them (see `joint_contributors`)
+    joint: tuple[tuple[str, ...], float] | None = None
 
     def contributors(self, n: int) -> list[tuple[str, float, float]]:
         """Up to n (history item id, share, delta) with a delta above `min_delta`, largest first."""
@@ -198,9 +202,10 @@ class Attribution:
         return [(i, d / total, d) for d, i in positive if d / total >= MIN_SHARE][:n]
 
 
-def without(history: UserHistory, item_id: str) -> UserHistory:
-    """The history minus every occurrence of one item."""
-    return UserHistory(user_id=history.user_id, entries=[e for e in history.entries if e.item_id != item_id])
+def without(history: UserHistory, *item_ids: str) -> UserHistory:
+    """The history minus every occurrence of these items."""
+    drop = set(item_ids)
+    return UserHistory(user_id=history.user_id, entries=[e for e in history.entries if e.item_id not in drop])
 
 
 def leave_one_out(
@@ -219,6 +224,43 @@ def leave_one_out(
         )
         for c, item_id in enumerate(item_ids)
     ]
+
+
+def joint_contributors(
+    scorer: ListScorer,
+    history: UserHistory,
+    attributions: Sequence[Attribution],
+    max_items: int = JOINT_ITEMS,
+) -> None:
+    """Set `joint` on the attributions that have no single contributor: the smallest group of their
+    strongest history items (those whose removal lowers the score at all, by their own delta, then
+    recency; 2 up to `max_items`, never the whole history, which would say nothing) whose removal together
+    lowers the score by more than `min_delta`. Items that share a group share its rescoring; every
+    rescoring is in one batch. An item no such group moves keeps `joint` None."""
+    distinct = len(set(history.item_ids))
+
+    def order(a: Attribution) -> list[str]:
+        lowering = [h for h in a.deltas if a.deltas[h] > 0]
+        return sorted(lowering, key=lambda h: -a.deltas[h])[: min(max_items, distinct - 1)]  # stable
+
+    need = [a for a in attributions if not a.contributors(1) and len(order(a)) >= 2]
+    groups: dict[tuple[str, ...], int] = {}
+    for a in need:
+        strongest = order(a)
+        for k in range(2, len(strongest) + 1):
+            groups.setdefault(tuple(strongest[:k]), len(groups))
+    if not groups:
+        return
+    ids = [a.item_id for a in need]
+    scores = scorer.scores([without(history, *g) for g in groups], ids)
+    for c, a in enumerate(need):
+        strongest = order(a)
+        for k in range(2, len(strongest) + 1):
+            group = tuple(strongest[:k])
+            delta = a.score - float(scores[groups[group], c])
+            if delta > a.min_delta:
+                a.joint = (group, delta)
+                break
 
 
 def attributed_recommendations(
@@ -240,6 +282,7 @@ def attributed_recommendations(
         return []
     ids = [c.item_id for c in candidates]
     attributions = leave_one_out(scorer, history, ids)
+    joint_contributors(scorer, history, attributions)
     entry_of = {e.item_id: j for j, e in enumerate(history.entries)}  # last occurrence
     hist_ids = list(dict.fromkeys(history.item_ids))
     counts = interactions.co_purchases(hist_ids, ids) if interactions is not None else None
@@ -250,8 +293,12 @@ def attributed_recommendations(
     for row, (candidate, attribution) in enumerate(zip(candidates, attributions)):
         item = items[candidate.item_id]
         contributors, titles = [], set()
-        for h, share, delta in attribution.contributors(n_evidence + 2):
-            if h in items and items[h].title not in titles and len(contributors) < n_evidence:
+        cited, limit = attribution.contributors(n_evidence + 2), n_evidence
+        if not cited and attribution.joint is not None:  # together, not one by one: every one is said
+            group, delta = attribution.joint
+            cited, limit = [(h, 1.0 / len(group), delta) for h in group], len(group)
+        for h, share, delta in cited:
+            if h in items and items[h].title not in titles and len(contributors) < limit:
                 titles.add(items[h].title)  # two listings of one product are said once
                 contributors.append((items[h], share, delta, float(cosine[row, entry_of[h]])))
         pair_counts = (
@@ -259,6 +306,7 @@ def attributed_recommendations(
             if counts is not None
             else {}
         )
+        evidence = typed_evidence(item, contributors, pair_counts, joint=not attribution.contributors(1))
         out.append(
             Recommendation(
                 item_id=item.item_id,
@@ -268,8 +316,7 @@ def attributed_recommendations(
                 raw_score=round(candidate.score, 6),
                 method=scorer.method,
                 source="personalized",
-                evidence=typed_evidence(item, contributors, pair_counts)
-                or _nearest(history, cosine[row], n_evidence),
+                evidence=evidence or _nearest(history, cosine[row], n_evidence),
                 peers=(int(peers[row]), n_peers) if peers is not None and n_peers > 0 else None,
             )
         )

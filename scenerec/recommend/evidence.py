@@ -7,6 +7,9 @@ Each attributed history item (see `attribution.py`) gets one kind, the most spec
 - `text_nearness`: the descriptions are close (cosine) and share these words;
 - `model`: none of the above holds; the model's score still dropped without it.
 
+An item that no single history item moves may be moved by a few of them together (`joint`, see
+`attribution.joint_contributors`): each of the group is typed the same way and marked `joint`.
+
 Besides, `peers` counts how many users who share at least one history item with this user bought the
 recommended item (popularity among users like this one). The interaction matrix is read once per data
 directory and store version and kept as an .npz next to the stores, so a request slices it in microseconds.
@@ -222,9 +225,11 @@ def typed_evidence(
     candidate: Item,
     contributors: Sequence[tuple[Item, float, float, float]],
     counts: Mapping[str, int],
+    joint: bool = False,
 ) -> list[Evidence]:
     """Evidence pieces for one candidate: per contributor (history item, share, delta, cosine) the most
-    specific kind that holds; `counts` maps history item id -> co-purchases with the candidate."""
+    specific kind that holds; `counts` maps history item id -> co-purchases with the candidate. `joint`:
+    the contributors moved it only together (each carries the group's delta and an equal share)."""
     out = []
     for item, share, delta, cosine in contributors:
         count = counts.get(item.item_id, 0)
@@ -249,6 +254,7 @@ def typed_evidence(
                 delta=float(f"{delta:.6g}"),
                 count=count,
                 words=words,
+                joint=joint,
             )
         )
     return out

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ..errors import ScenerecError
 from ..models import Evidence, Recommendation, UserHistory
 from ..rerank.rephrase import evidence_sentence, sentence_shape
-from .attribution import leave_one_out
+from .attribution import joint_contributors, leave_one_out
 from .evidence import typed_evidence
 from .scores import top_share
 
@@ -69,7 +69,12 @@ def breakdown(recommender: Recommender, history: UserHistory, scene: str, item_i
         )
     scorer = recommender.list_scorer(scene)
     attribution = leave_one_out(scorer, history, [item_id])[0]
+    joint_contributors(scorer, history, [attribution])
     positive = attribution.contributors(len(attribution.deltas))
+    joint = not positive and attribution.joint is not None
+    if joint:
+        group, delta = attribution.joint  # type: ignore[misc]
+        positive = [(h, 1.0 / len(group), delta) for h in group]
     items = recommender.items.get_items([h for h, _, _ in positive])
     vectors = recommender.item_vectors([item_id] + [h for h, _, _ in positive])
     cosines = vectors[1:] @ vectors[0] if positive else []
@@ -79,6 +84,7 @@ def breakdown(recommender: Recommender, history: UserHistory, scene: str, item_i
         item,
         [(items[h], share, delta, float(c)) for (h, share, delta), c in zip(positive, cosines)],
         {h: int(n) for h, n in zip(ids, counts)},
+        joint=joint,
     )
     rec = shown or Recommendation(
         item_id=item_id,
@@ -136,6 +142,8 @@ def breakdown_lines(b: Breakdown, title_chars: int = 48) -> list[str]:
         lines.append(
             "No history item raised its score." if b.method != "popularity" else "Popular in the scene."
         )
+    elif b.contributors[0].joint:
+        lines.append(f"No one history item moves it; these {len(b.contributors)} together do:")
     for e in b.contributors[:10]:
         detail = KIND_WORDS.get(e.kind, e.kind)
         if e.kind == "co_purchase":

@@ -189,13 +189,32 @@ def _second(e: Evidence) -> str:
     return f" «{_t(e.title)}» ({e.scene}) points the same way."
 
 
+def _joint(evidence: Sequence[Evidence]) -> str:
+    """The sentence for a group that moved the item only together, and its most specific fact."""
+    group = [e for e in evidence if e.joint]
+    titles = [f"«{_t(e.title)}»" for e in group]
+    named = ", ".join(titles[:-1]) + f" and {titles[-1]}"
+    scenes = sorted({e.scene for e in group})
+    text = f"Your {named} ({', '.join(scenes)}) put it here together; no one of them alone does."
+    bought = max((e for e in group if e.kind == "co_purchase"), key=lambda e: e.count or 0, default=None)
+    if bought is not None:
+        text += f" {bought.count} shoppers who bought «{_t(bought.title)}» also bought this."
+    elif any(e.kind in ("shared_attributes", "text_nearness") and e.words for e in group):
+        e = next(e for e in group if e.kind in ("shared_attributes", "text_nearness") and e.words)
+        text += f" Like «{_t(e.title)}», it is about {_words(e.words, 1)}."
+    return text
+
+
 def evidence_sentence(rec: Recommendation, scene: str | None = None) -> str:
     """The template explanation of a recommendation, built from its typed evidence only."""
     scene = scene or rec.scene
     if rec.source == "popular" or not rec.evidence:
         return f"Among the most bought items in {scene} (nothing in your history to go on)."
-    text = _clause(rec.evidence[0], rec.method)
-    if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest":
+    if rec.evidence[0].joint:
+        text = _joint(rec.evidence)
+    else:
+        text = _clause(rec.evidence[0], rec.method)
+    if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest" and not rec.evidence[0].joint:
         text += _second(rec.evidence[1])
     if rec.peers is not None and rec.peers[0] >= 2:
         text += f" {rec.peers[0]} of {rec.peers[1]} shoppers with a history like yours bought it."
@@ -206,8 +225,14 @@ def sentence_shape(rec: Recommendation) -> str:
     """Which template `evidence_sentence` used: the kinds it was built from."""
     if rec.source == "popular" or not rec.evidence:
         return "popular"
-    parts = [rec.evidence[0].kind]
-    if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest":
+    if rec.evidence[0].joint:
+        kinds = {e.kind for e in rec.evidence if e.joint}
+        fact = "co_purchase" if "co_purchase" in kinds else next(
+            (k for k in ("shared_attributes", "text_nearness") if k in kinds), "model")
+        parts = ["joint", fact]
+    else:
+        parts = [rec.evidence[0].kind]
+    if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest" and not rec.evidence[0].joint:
         parts.append(rec.evidence[1].kind)
     if rec.peers is not None and rec.peers[0] >= 2:
         parts.append("peers")
