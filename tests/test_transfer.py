@@ -86,6 +86,17 @@ def test_training_lowers_the_loss(demo_settings, encoder):
     assert losses[-1] < losses[0] * 0.98, losses  # 200 demo users, 4 epochs: a small but real drop
 
 
+def test_a_budget_that_stops_a_still_improving_model_says_so(trained):
+    _, table, histories, valid = trained
+    # a budget gone after the first step: one validation after it, against the one before training
+    result = train_transfer(table, histories, valid, SMALL.model_copy(update={"max_minutes": 1e-9}))
+    assert result.stopped == "time budget" and result.steps == 1 and len(result.epochs) == 2
+    before, after = (e.valid["ndcg10"] for e in result.epochs)
+    assert result.still_improving == (after > before)
+    stopped_early = train_transfer(table, histories, valid, SMALL)
+    assert stopped_early.stopped != "time budget" and not stopped_early.still_improving
+
+
 def test_training_is_deterministic(trained, demo_settings, encoder):
     result, table, histories, valid = trained
     again = train_transfer(table, histories, valid, SMALL)

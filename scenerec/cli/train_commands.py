@@ -82,6 +82,13 @@ def train(
         f"{result.train_users} training users); best validation {result.best_epoch} ({result.stopped})"
     )
     click.echo(f"valid ({result.valid_cases} cases): {valid}")
+    if result.still_improving:
+        click.echo(
+            f"warning: the {transfer.max_minutes:g}-minute budget stopped training while validation was "
+            "still improving; a larger transfer.max_minutes (or SCENEREC_TRANSFER__MAX_MINUTES) would "
+            "likely give a better model",
+            err=True,
+        )
     if result.lexical_weight is not None:
         tried = ", ".join(f"{w}: {v:.4f}" for w, v in result.lexical_weights_tried.items())
         click.echo(f"BM25 weight in the fusion: {result.lexical_weight} (valid NDCG@10 by weight: {tried})")

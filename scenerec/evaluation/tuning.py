@@ -42,6 +42,7 @@ class TrainingReport(BaseModel):
     steps: int
     best_epoch: int
     stopped: str
+    still_improving: bool = False  # the time budget stopped a model whose validation was still rising
     valid: dict[str, float]
     epochs: list[dict[str, Any]]
     lexical_weight: float | None = None  # BM25 weight chosen on the valid split (None: no valid cases)
@@ -111,6 +112,7 @@ def train_and_save(
         steps=result.steps,
         best_epoch=result.best_epoch,
         stopped=result.stopped,
+        still_improving=result.still_improving,
         valid=metrics["valid"],
         epochs=epochs,
         lexical_weight=metrics.get("transfer_lexical_weight"),

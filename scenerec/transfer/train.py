@@ -47,6 +47,8 @@ class TrainResult:
     seconds: float = 0.0
     stopped: str = ""
     steps: int = 0
+    # the time budget stopped it while the smoothed validation was still rising: more time would help
+    still_improving: bool = False
 
     @property
     def best_valid(self) -> dict[str, float]:
@@ -340,6 +342,7 @@ def train_transfer(
                 result.stopped = "max_steps"
             elif time.perf_counter() > deadline:
                 result.stopped = "time budget"
+                result.still_improving = since_best == 0 and len(result.epochs) > 1
             elif since_best >= settings.patience:
                 result.stopped = "early stopping"
             if result.stopped:
