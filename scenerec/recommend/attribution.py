@@ -201,6 +201,15 @@ class Attribution:
         total = sum(d for d, _ in positive)
         return [(i, d / total, d) for d, i in positive if d / total >= MIN_SHARE][:n]
 
+    def cited(self, n: int) -> tuple[list[tuple[str, float, float]], bool]:
+        """What to cite: up to n contributors, else the whole `joint` group (equal shares, the group's
+        delta), and whether it is that group."""
+        single = self.contributors(n)
+        if single or self.joint is None:
+            return single, False
+        group, delta = self.joint
+        return [(h, 1.0 / len(group), delta) for h in group], True
+
 
 def without(history: UserHistory, *item_ids: str) -> UserHistory:
     """The history minus every occurrence of these items."""
@@ -237,24 +246,23 @@ def joint_contributors(
     recency; 2 up to `max_items`, never the whole history, which would say nothing) whose removal together
     lowers the score by more than `min_delta`. Items that share a group share its rescoring; every
     rescoring is in one batch. An item no such group moves keeps `joint` None."""
-    distinct = len(set(history.item_ids))
-
-    def order(a: Attribution) -> list[str]:
-        lowering = [h for h in a.deltas if a.deltas[h] > 0]
-        return sorted(lowering, key=lambda h: -a.deltas[h])[: min(max_items, distinct - 1)]  # stable
-
-    need = [a for a in attributions if not a.contributors(1) and len(order(a)) >= 2]
+    most = min(max_items, len(set(history.item_ids)) - 1)
+    need: list[tuple[Attribution, list[str]]] = []
+    for a in attributions:
+        if not a.contributors(1):
+            lowering = [h for h in a.deltas if a.deltas[h] > 0]
+            strongest = sorted(lowering, key=lambda h: -a.deltas[h])[:most]  # stable: ties stay recent first
+            if len(strongest) >= 2:
+                need.append((a, strongest))
     groups: dict[tuple[str, ...], int] = {}
-    for a in need:
-        strongest = order(a)
+    for _, strongest in need:
         for k in range(2, len(strongest) + 1):
             groups.setdefault(tuple(strongest[:k]), len(groups))
     if not groups:
         return
-    ids = [a.item_id for a in need]
+    ids = [a.item_id for a, _ in need]
     scores = scorer.scores([without(history, *g) for g in groups], ids)
-    for c, a in enumerate(need):
-        strongest = order(a)
+    for c, (a, strongest) in enumerate(need):
         for k in range(2, len(strongest) + 1):
             group = tuple(strongest[:k])
             delta = a.score - float(scores[groups[group], c])
@@ -293,10 +301,8 @@ def attributed_recommendations(
     for row, (candidate, attribution) in enumerate(zip(candidates, attributions)):
         item = items[candidate.item_id]
         contributors, titles = [], set()
-        cited, limit = attribution.contributors(n_evidence + 2), n_evidence
-        if not cited and attribution.joint is not None:  # together, not one by one: every one is said
-            group, delta = attribution.joint
-            cited, limit = [(h, 1.0 / len(group), delta) for h in group], len(group)
+        cited, joint = attribution.cited(n_evidence + 2)
+        limit = len(cited) if joint else n_evidence  # a group is said whole: together, not one by one
         for h, share, delta in cited:
             if h in items and items[h].title not in titles and len(contributors) < limit:
                 titles.add(items[h].title)  # two listings of one product are said once
@@ -306,7 +312,7 @@ def attributed_recommendations(
             if counts is not None
             else {}
         )
-        evidence = typed_evidence(item, contributors, pair_counts, joint=not attribution.contributors(1))
+        evidence = typed_evidence(item, contributors, pair_counts, joint=joint)
         out.append(
             Recommendation(
                 item_id=item.item_id,

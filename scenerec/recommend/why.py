@@ -70,11 +70,7 @@ def breakdown(recommender: Recommender, history: UserHistory, scene: str, item_i
     scorer = recommender.list_scorer(scene)
     attribution = leave_one_out(scorer, history, [item_id])[0]
     joint_contributors(scorer, history, [attribution])
-    positive = attribution.contributors(len(attribution.deltas))
-    joint = not positive and attribution.joint is not None
-    if joint:
-        group, delta = attribution.joint  # type: ignore[misc]
-        positive = [(h, 1.0 / len(group), delta) for h in group]
+    positive, joint = attribution.cited(len(attribution.deltas))
     items = recommender.items.get_items([h for h, _, _ in positive])
     vectors = recommender.item_vectors([item_id] + [h for h, _, _ in positive])
     cosines = vectors[1:] @ vectors[0] if positive else []

@@ -196,13 +196,21 @@ def _joint(evidence: Sequence[Evidence]) -> str:
     named = ", ".join(titles[:-1]) + f" and {titles[-1]}"
     scenes = sorted({e.scene for e in group})
     text = f"Your {named} ({', '.join(scenes)}) put it here together; no one of them alone does."
-    bought = max((e for e in group if e.kind == "co_purchase"), key=lambda e: e.count or 0, default=None)
-    if bought is not None:
-        text += f" {bought.count} shoppers who bought «{_t(bought.title)}» also bought this."
-    elif any(e.kind in ("shared_attributes", "text_nearness") and e.words for e in group):
-        e = next(e for e in group if e.kind in ("shared_attributes", "text_nearness") and e.words)
-        text += f" Like «{_t(e.title)}», it is about {_words(e.words, 1)}."
+    fact = _joint_fact(group)
+    if fact is not None and fact.kind == "co_purchase":
+        text += f" {fact.count} shoppers who bought «{_t(fact.title)}» also bought this."
+    elif fact is not None:
+        text += f" Like «{_t(fact.title)}», it is about {_words(fact.words, 1)}."
     return text
+
+
+def _joint_fact(group: Sequence[Evidence]) -> Evidence | None:
+    """The group member whose fact a joint sentence adds: the most co-purchased, else the first sharing
+    words with the item, else none."""
+    bought = max((e for e in group if e.kind == "co_purchase"), key=lambda e: e.count or 0, default=None)
+    return bought or next(
+        (e for e in group if e.kind in ("shared_attributes", "text_nearness") and e.words), None
+    )
 
 
 def evidence_sentence(rec: Recommendation, scene: str | None = None) -> str:
@@ -226,10 +234,8 @@ def sentence_shape(rec: Recommendation) -> str:
     if rec.source == "popular" or not rec.evidence:
         return "popular"
     if rec.evidence[0].joint:
-        kinds = {e.kind for e in rec.evidence if e.joint}
-        fact = "co_purchase" if "co_purchase" in kinds else next(
-            (k for k in ("shared_attributes", "text_nearness") if k in kinds), "model")
-        parts = ["joint", fact]
+        fact = _joint_fact([e for e in rec.evidence if e.joint])
+        parts = ["joint", fact.kind if fact is not None else "model"]
     else:
         parts = [rec.evidence[0].kind]
     if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest" and not rec.evidence[0].joint:
