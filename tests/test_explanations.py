@@ -339,3 +339,18 @@ def test_a_reason_that_links_nothing_but_glue_words_is_off_topic() -> None:
     result = Reranker(vacuous, LLMSettings(backend="fake", use_profile=False)).rerank(request)
     assert result.counters.off_topic_reasons == 1 and result.counters.llm_explanations == 0
     assert result.recommendations[0].explanation == evidence_sentence(rec, "office")
+
+
+def test_item_vectors_survive_a_memo_too_small_for_the_request(tiny_settings: Settings, encoder: Encoder) -> None:
+    with Recommender.open(settings=tiny_settings, encoder=encoder) as rec:
+        ids = sorted(rec.items.get_items(rec.history(rec.items.users()[0]).item_ids))[:1]
+        ids += [i.item_id for i in rec.items.items_in_scene(rec.items.scenes()[0])][:4]
+        expected = rec.item_vectors(ids)
+        memo = rec._memo.check(rec._stamp).vectors
+        memo.clear()
+        memo.size = 3
+        rec.item_vectors(ids[:3])  # held: 0, 1, 2 (0 the oldest)
+        # 0 is held, 3 and 4 are new: putting them evicts 0, which this request also asks for
+        again = rec.item_vectors([ids[0], ids[3], ids[4]])
+        assert np.array_equal(again, expected[[0, 3, 4]])
+        assert np.array_equal(rec.item_vectors(ids), expected)  # more than the memo holds at once

@@ -221,9 +221,13 @@ class Recommender:
             missing = [i for i in wanted if hashes.get(i) not in found]  # type: ignore[call-overload]
             if missing:
                 raise StoreError(f"no stored vector for items {missing[:5]}: run `scenerec ingest` again")
-            memo.put((i, found[hashes[i]]) for i in wanted)  # type: ignore[index]
-            if len(wanted) > memo.size:  # more than the memo holds: read them straight
-                return np.stack([found[hashes[i]] for i in item_ids]).astype(np.float32)
+            fresh = {i: found[hashes[i]] for i in wanted}  # type: ignore[index]
+            # the answer is built before the new vectors go in: putting them may evict held ones asked for
+            held = set(item_ids) - fresh.keys()
+            kept = dict(zip(held, memo.take(list(held))))
+            out = np.stack([fresh[i] if i in fresh else kept[i] for i in item_ids]).astype(np.float32)
+            memo.put(fresh.items())
+            return out
         return np.stack(memo.take(item_ids)).astype(np.float32)
 
     # --- recommending ---
