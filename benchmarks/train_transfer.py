@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             def progress(stage: str, done: int, total: int, info: dict) -> None:
                 if stage == "valid":
                     shown = {k: round(v, 4) for k, v in info.items() if k.startswith("ndcg10_")}
-                    print(f"epoch {done}: {shown}", file=sys.stderr, flush=True)
+                    config = f"[{info['configuration']}] " if "configuration" in info else ""
+                    print(f"{config}epoch {done}: {shown}", file=sys.stderr, flush=True)
 
             started = time.perf_counter()
             result = train_and_save(rec, transfer, progress=progress)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             run["training_wall_seconds"] = round(time.perf_counter() - started, 1)
             print(
                 f"trained in {result.seconds:.0f} s ({result.steps} steps, best epoch {result.best_epoch}, "
-                f"{result.stopped}); valid {result.valid}",
+                f"{result.stopped}); valid {result.valid}; configuration {result.configuration}",
                 file=sys.stderr,
             )
             (args.out / "training.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")

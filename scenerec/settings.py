@@ -172,7 +172,14 @@ class TransferSettings(BaseModel):
     patience: int = Field(
         4, ge=1, description="Validations without a better smoothed valid NDCG@10 before stopping."
     )
-    max_minutes: float = Field(18.0, gt=0, description="Wall-clock budget for training.")
+    max_minutes: float = Field(
+        28.0, gt=0, description="Wall-clock budget for training, the configuration search included."
+    )
+    search: list[str] = Field(
+        default_factory=lambda: ["default", "text-only", "narrow", "short-history"],
+        description="Configurations (transfer/search.py SEARCH_SPACE) that successive halving chooses "
+        "among on the valid split; one name = no search.",
+    )
     seed: int = Field(0, description="Seed of initialisation, shuffling and history dropping.")
     device: str | None = Field(None, description="torch device; None picks CUDA when present.")
 

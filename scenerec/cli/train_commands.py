@@ -23,6 +23,13 @@ from .common import common_options, emit_json
 )
 @click.option("--seed", type=int, default=None, help="Training seed (default: settings).")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: CUDA when present).")
+@click.option(
+    "--search/--no-search",
+    default=True,
+    show_default=True,
+    help="Choose the configuration on valid by successive halving (transfer.search); --no-search "
+    "trains the first configuration alone.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @common_options
 def train(
@@ -33,6 +40,7 @@ def train(
     max_minutes: float | None,
     seed: int | None,
     device: str | None,
+    search: bool,
     progress: bool,
 ) -> None:
     """Train the transfer model on the data directory's training users (ingesting CATALOG first if
@@ -43,6 +51,8 @@ def train(
     from ..evaluation.tuning import train_and_save
 
     overrides = {"max_epochs": epochs, "max_minutes": max_minutes, "seed": seed, "device": device}
+    if not search:
+        overrides["search"] = settings.transfer.search[:1]
     transfer = settings.transfer.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if catalog is not None:
         click.echo(f"ingesting {catalog} into {settings.data_dir} …", err=True)
@@ -54,12 +64,14 @@ def train(
         if stage == "train":
             if done == 1:
                 bar.reset(total=total)
-                bar.set_description(f"epoch {int(info['epoch'])}")
+                config = f"{info['configuration']} " if "configuration" in info else ""
+                bar.set_description(f"{config}epoch {int(info['epoch'])}")
             bar.update(1)
             bar.set_postfix(loss=f"{info['loss']:.3f}")
         else:
+            config = f"[{info['configuration']}] " if "configuration" in info else ""
             line = (
-                f"epoch {done}: valid NDCG@10 mixed {info.get('ndcg10_mixed', 0):.4f}, "
+                f"{config}epoch {done}: valid NDCG@10 mixed {info.get('ndcg10_mixed', 0):.4f}, "
                 f"cold {info.get('ndcg10_cold', 0):.4f}"
             )
             lines.append(line)
@@ -82,6 +94,13 @@ def train(
         f"{result.train_users} training users); best validation {result.best_epoch} ({result.stopped})"
     )
     click.echo(f"valid ({result.valid_cases} cases): {valid}")
+    if len(result.search) > 1:
+        tried = "; ".join(
+            f"{t['name']} {t['best_valid'] if t['best_valid'] is not None else float('nan'):.4f} "
+            f"({t['steps']} steps, {t['rungs']} rung{'s' if t['rungs'] > 1 else ''})"
+            for t in result.search
+        )
+        click.echo(f"configuration chosen on valid: {result.configuration} (best valid NDCG@10: {tried})")
     if result.still_improving:
         click.echo(
             f"warning: the {transfer.max_minutes:g}-minute budget stopped training while validation was "

@@ -8,8 +8,10 @@ BM25 fusion weight, by running the harness), and the transfer floor never import
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -22,7 +24,8 @@ from ..transfer.loading import item_table, training_data, vector_model
 from ..transfer.model import TransferModel
 from ..transfer.scorer import TransferScorer
 from ..transfer.shipping import choose_shipping, describe
-from ..transfer.train import rebuild_cooccurrence, train_transfer
+from ..transfer.search import search_transfer
+from ..transfer.train import rebuild_cooccurrence
 from .harness import evaluate
 from .methods import EvalData
 from .transfer_methods import FusedTransferMethod, ShippedMethod
@@ -50,6 +53,8 @@ class TrainingReport(BaseModel):
     shipped: dict[str, Any] | None = None  # per scene and setting, the mix chosen on valid
     shipped_lines: list[str] = []  # the same, one readable line per (scene, setting)
     choice_seconds: float = 0.0  # what choosing the mix and the BM25 weight cost
+    configuration: str = "default"  # the configuration the search chose (transfer/search.py)
+    search: list[dict[str, Any]] = []  # each configuration's best valid NDCG@10, steps, seconds, rungs
 
 
 def train_and_save(
@@ -66,7 +71,12 @@ def train_and_save(
     if not histories:
         raise ScenerecError(f"no training users in {rec.paths.root}: ingest a catalog with interactions")
     table = item_table(rec)
-    result = train_transfer(table, histories, valid, settings, progress=progress, max_steps=max_steps)
+    searched = search_transfer(table, histories, valid, settings, progress=progress, max_steps=max_steps)
+    result = searched.result
+    search = [
+        {**asdict(t), "best_valid": round(t.best_valid, 6) if math.isfinite(t.best_valid) else None}
+        for t in searched.trials
+    ]
     epochs = [
         {
             "epoch": e.epoch,
@@ -84,6 +94,8 @@ def train_and_save(
         "epochs": epochs,
         "train_users": len(histories),
         "valid_cases": len(valid),
+        "configuration": searched.chosen,
+        "search": search,
     }
     choice_started = time.perf_counter()
     if valid:  # chosen before the one save, so no checkpoint ever exists without its choices
@@ -120,6 +132,8 @@ def train_and_save(
         shipped=metrics.get("shipped"),
         shipped_lines=describe(metrics["shipped"]) if metrics.get("shipped") else [],
         choice_seconds=metrics["choice_seconds"],
+        configuration=searched.chosen,
+        search=search,
     )
 
 

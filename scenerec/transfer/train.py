@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,26 +102,44 @@ def evaluate(scorer: TransferScorer, cases: Sequence[CaseLike]) -> dict[str, flo
 # --- what training starts from ---
 
 
-def build_memories(
-    model: TransferModel, table: ItemTable, histories: Sequence[Sequence[int]]
-) -> list[np.ndarray]:
-    """Give the model its memories and priors from the training data; return each user's
-    vocabulary rows (sorted), which the leave-one-user-out correction needs."""
-    vocab_row = model.vocab_row.cpu().numpy()
-    rows = [vocab_row[np.asarray(h, dtype=np.int64)] for h in histories]
-    size = len(model.vocabulary) + 1
-    model.cooc = CooccurrenceMemory.build(rows, size)
-    with torch.no_grad():
-        model.item_bias.weight.copy_(torch.from_numpy(np.log1p(model.cooc.occurrences))[:, None])
-    model.set_identity_gate(model.cooc.occurrences)
-    if model.settings.text_neighbours:
-        vectors = np.zeros((size, table.dim), dtype=np.float32)
-        tokens = np.arange(FIRST_ITEM, len(table.vectors))
-        vectors[vocab_row[tokens]] = table.vectors[tokens]
-        vectors[0] = 0
-        scene_rows = {s: vocab_row[t] for s, t in table.scene_tokens.items()}
-        model.text = TextNeighbours.build(vectors, scene_rows, model.settings.text_neighbours)
-    return [np.unique(r[r > 0]) for r in rows]
+@dataclass
+class Memories:
+    """What every configuration trained on the same histories shares: the co-occurrence memory, the
+    text neighbours (for one `text_neighbours` setting) and each user's vocabulary rows (sorted),
+    which the leave-one-user-out correction needs. Built once, given to each model."""
+
+    cooc: CooccurrenceMemory
+    text: TextNeighbours | None
+    owner_rows: list[np.ndarray]
+    text_neighbours: int
+
+    @classmethod
+    def build(cls, model: TransferModel, table: ItemTable, histories: Sequence[Sequence[int]]) -> Memories:
+        vocab_row = model.vocab_row.cpu().numpy()
+        rows = [vocab_row[np.asarray(h, dtype=np.int64)] for h in histories]
+        size = len(model.vocabulary) + 1
+        text = None
+        if model.settings.text_neighbours:
+            vectors = np.zeros((size, table.dim), dtype=np.float32)
+            tokens = np.arange(FIRST_ITEM, len(table.vectors))
+            vectors[vocab_row[tokens]] = table.vectors[tokens]
+            vectors[0] = 0
+            scene_rows = {s: vocab_row[t] for s, t in table.scene_tokens.items()}
+            text = TextNeighbours.build(vectors, scene_rows, model.settings.text_neighbours)
+        return cls(
+            cooc=CooccurrenceMemory.build(rows, size),
+            text=text,
+            owner_rows=[np.unique(r[r > 0]) for r in rows],
+            text_neighbours=model.settings.text_neighbours,
+        )
+
+    def give(self, model: TransferModel) -> list[np.ndarray]:
+        """Set the model's memories and the priors they imply; return the users' rows."""
+        model.cooc, model.text = self.cooc, self.text
+        with torch.no_grad():
+            model.item_bias.weight.copy_(torch.from_numpy(np.log1p(model.cooc.occurrences))[:, None])
+        model.set_identity_gate(model.cooc.occurrences)
+        return self.owner_rows
 
 
 def rebuild_cooccurrence(model: TransferModel, table: ItemTable, histories: Sequence[Sequence[str]]) -> None:
@@ -247,6 +265,156 @@ def length_buckets(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+class TrainingRun:
+    """One model's training, resumable: `advance` trains until a deadline or a step count and can be
+    called again (the search trains several configurations a slice at a time); `finish` returns the
+    best model. Validates every `valid_every` steps (twice an epoch by default; `EpochLog.epoch` counts
+    validations) and whenever a slice ends. Deterministic for a seed on one device and a sequence of
+    step counts. Stops on `patience` validations without a better smoothed score or `max_epochs`.
+    `progress(stage, done, total, info)` is called after every step ("train") and validation ("valid").
+    """
+
+    def __init__(
+        self,
+        table: ItemTable,
+        train_histories: Sequence[Sequence[str]],
+        valid_cases: Sequence[CaseLike],
+        settings: TransferSettings,
+        *,
+        progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
+        memories: Memories | None = None,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.settings, self.table, self.valid_cases, self.progress = settings, table, valid_cases, progress
+        torch.manual_seed(settings.seed)
+        self.rng = np.random.default_rng(settings.seed)
+        device = torch.device(pick_device(settings.device))
+        model = TransferModel(settings, table.dim, table.scenes, table.item_ids)
+        model.set_whitening(table.vectors[FIRST_ITEM:])
+        model.to(device)
+        model.attach(table)
+        self.model = model
+        histories = [t for t in (table.tokens(h) for h in train_histories) if t]
+        if memories is None or memories.text_neighbours != settings.text_neighbours:
+            memories = Memories.build(model, table, histories)  # from the whole histories
+        self.memories = memories
+        owner_rows = memories.give(model)
+        cap = history_cap([len(h) for h in histories], settings.history_percentile, settings.max_history)
+        self.histories = [h[-cap:] for h in histories]  # what is learned from: the most recent `cap` items
+        sparse_ids = {id(p) for p in model.sparse_parameters()}
+        self.dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
+        self.optimisers: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(self.dense_params, lr=settings.learning_rate, weight_decay=settings.weight_decay),
+            torch.optim.SparseAdam(
+                model.sparse_parameters(), lr=settings.learning_rate * settings.sparse_lr_scale
+            ),
+        ]
+        self.loss_fn = _Loss(model, table, owner_rows, settings.negatives, self.rng)
+        self.result = TrainResult(model=model)
+        self.deadline, self.step_limit = math.inf, None
+        self.trained_seconds = 0.0
+        # the best raw validation is kept; stopping reads an exponentially smoothed one, so one noisy
+        # validation neither stops training nor keeps it going
+        self.best_score = self._validate(0, float("nan"), time.perf_counter() - self.started) if valid_cases else -math.inf
+        self.best_state, self.since_best = copy.deepcopy(model.state_dict()), 0
+        self.smoothed = self.best_smoothed = self.best_score
+        self.checks = 0
+        self.setup_seconds = time.perf_counter() - self.started
+        self._loop = self._steps()
+
+    @property
+    def done(self) -> bool:
+        """Early stopping or `max_epochs` ended it: more time would not change it."""
+        return bool(self.result.stopped)
+
+    def advance(self, *, deadline: float = math.inf, max_steps: int | None = None) -> None:
+        """Train until `deadline` (a `time.perf_counter()` value) or `max_steps` steps in all."""
+        if self.done:
+            return
+        self.deadline, self.step_limit = deadline, max_steps
+        started = time.perf_counter()
+        next(self._loop, None)
+        self.trained_seconds += time.perf_counter() - started
+
+    def finish(self) -> TrainResult:
+        """The best model by valid NDCG@10, in eval mode; what stopped it if nothing else did."""
+        result = self.result
+        if not result.stopped:
+            paused_by_steps = self.step_limit is not None and result.steps >= self.step_limit
+            result.stopped = "max_steps" if paused_by_steps else "time budget"
+            result.still_improving = (
+                not paused_by_steps and self.since_best == 0 and len(result.epochs) > 1
+            )
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        result.seconds = round(self.trained_seconds + self.setup_seconds, 2)
+        return result
+
+    def _validate(self, epoch: int, loss: float, seconds: float) -> float:
+        valid = evaluate(TransferScorer(self.model, self.table), self.valid_cases) if self.valid_cases else {"ndcg10": -loss}
+        self.result.epochs.append(EpochLog(epoch, loss, round(seconds, 2), valid))
+        if self.progress:
+            self.progress("valid", epoch, self.settings.max_epochs, valid)
+        return valid["ndcg10"]
+
+    def _paused(self) -> bool:
+        over_steps = self.step_limit is not None and self.result.steps >= self.step_limit
+        return over_steps or time.perf_counter() > self.deadline
+
+    def _steps(self) -> Iterator[None]:
+        """The training loop; yields whenever a slice ends (after validating)."""
+        settings, model, result = self.settings, self.model, self.result
+        check_started = time.perf_counter()
+        for epoch in range(1, settings.max_epochs + 1):
+            examples = epoch_examples(
+                self.histories, self.table.scene_of, settings.max_history, settings.cold_probability, self.rng
+            )
+            batches = length_buckets(examples, settings.batch_users, self.rng)
+            every = settings.valid_every or max(1, (len(batches) + 1) // 2)
+            model.train()
+            losses: list[float] = []
+            for b, chosen in enumerate(batches):
+                loss = self.loss_fn(collate([examples[i] for i in chosen]))
+                for optimiser in self.optimisers:
+                    optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.dense_params, 5.0)
+                for optimiser in self.optimisers:
+                    optimiser.step()
+                losses.append(loss.item())
+                result.steps += 1
+                if self.progress:
+                    self.progress("train", b + 1, len(batches), {"epoch": epoch, "loss": losses[-1]})
+                paused = self._paused()
+                if not paused and (b + 1) % every and b + 1 < len(batches):
+                    continue
+                self.checks += 1
+                score = self._validate(self.checks, float(np.mean(losses)), time.perf_counter() - check_started)
+                losses = []
+                model.train()
+                if score > self.best_score:
+                    self.best_score, result.best_epoch = score, self.checks
+                    self.best_state = copy.deepcopy(model.state_dict())
+                smoothed = self.smoothed
+                self.smoothed = score if not math.isfinite(smoothed) else (
+                    settings.valid_smoothing * smoothed + (1 - settings.valid_smoothing) * score
+                )
+                if self.smoothed > self.best_smoothed:
+                    self.best_smoothed, self.since_best = self.smoothed, 0
+                else:
+                    self.since_best += 1
+                if self.since_best >= settings.patience:
+                    result.stopped = "early stopping"
+                    return
+                if paused:
+                    yield
+                    check_started = time.perf_counter()
+                    model.train()
+                else:
+                    check_started = time.perf_counter()
+        result.stopped = "max_epochs"
+
+
 def train_transfer(
     table: ItemTable,
     train_histories: Sequence[Sequence[str]],
@@ -256,102 +424,8 @@ def train_transfer(
     progress: Callable[[str, int, int, dict[str, float]], None] | None = None,
     max_steps: int | None = None,
 ) -> TrainResult:
-    """Train on the histories' next items; keep the validation with the best valid NDCG@10.
-
-    Validates every `valid_every` steps (twice an epoch by default; `EpochLog.epoch` counts
-    validations). Deterministic for a seed on one device. Stops on `patience` validations without a
-    better smoothed score,
-    `max_epochs`, the `max_minutes` budget, or `max_steps` optimiser steps (for tests).
-    `progress(stage, done, total, info)` is called after every step ("train") and validation ("valid").
-    """
-    started = time.perf_counter()
-    torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
-    device = torch.device(pick_device(settings.device))
-    model = TransferModel(settings, table.dim, table.scenes, table.item_ids)
-    model.set_whitening(table.vectors[FIRST_ITEM:])
-    model.to(device)
-    model.attach(table)
-    histories = [t for t in (table.tokens(h) for h in train_histories) if t]
-    owner_rows = build_memories(model, table, histories)  # memories from the whole histories
-    cap = history_cap([len(h) for h in histories], settings.history_percentile, settings.max_history)
-    histories = [h[-cap:] for h in histories]  # what is learned from: the most recent `cap` items
-    sparse_ids = {id(p) for p in model.sparse_parameters()}
-    dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
-    optimisers: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(dense_params, lr=settings.learning_rate, weight_decay=settings.weight_decay),
-        torch.optim.SparseAdam(
-            model.sparse_parameters(), lr=settings.learning_rate * settings.sparse_lr_scale
-        ),
-    ]
-    loss_fn = _Loss(model, table, owner_rows, settings.negatives, rng)
-    result = TrainResult(model=model)
-    deadline = started + settings.max_minutes * 60
-
-    def validate(epoch: int, loss: float, seconds: float) -> float:
-        valid = evaluate(TransferScorer(model, table), valid_cases) if valid_cases else {"ndcg10": -loss}
-        result.epochs.append(EpochLog(epoch, loss, round(seconds, 2), valid))
-        if progress:
-            progress("valid", epoch, settings.max_epochs, valid)
-        return valid["ndcg10"]
-
-    # the best raw validation is kept; stopping reads an exponentially smoothed one, so one noisy
-    # validation neither stops training nor keeps it going
-    best_score = validate(0, float("nan"), time.perf_counter() - started) if valid_cases else -math.inf
-    best_state, since_best = copy.deepcopy(model.state_dict()), 0
-    smoothed = best_smoothed = best_score
-    checks, check_started = 0, time.perf_counter()
-    for epoch in range(1, settings.max_epochs + 1):
-        examples = epoch_examples(
-            histories, table.scene_of, settings.max_history, settings.cold_probability, rng
-        )
-        batches = length_buckets(examples, settings.batch_users, rng)
-        every = settings.valid_every or max(1, (len(batches) + 1) // 2)
-        model.train()
-        losses: list[float] = []
-        for b, chosen in enumerate(batches):
-            loss = loss_fn(collate([examples[i] for i in chosen]))
-            for optimiser in optimisers:
-                optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(dense_params, 5.0)
-            for optimiser in optimisers:
-                optimiser.step()
-            losses.append(loss.item())
-            result.steps += 1
-            if progress:
-                progress("train", b + 1, len(batches), {"epoch": epoch, "loss": losses[-1]})
-            out_of_time = (max_steps and result.steps >= max_steps) or time.perf_counter() > deadline
-            if not out_of_time and (b + 1) % every and b + 1 < len(batches):
-                continue
-            checks += 1
-            score = validate(checks, float(np.mean(losses)), time.perf_counter() - check_started)
-            check_started, losses = time.perf_counter(), []
-            model.train()
-            if score > best_score:
-                best_score, result.best_epoch = score, checks
-                best_state = copy.deepcopy(model.state_dict())
-            smoothed = score if not math.isfinite(smoothed) else (
-                settings.valid_smoothing * smoothed + (1 - settings.valid_smoothing) * score
-            )
-            if smoothed > best_smoothed:
-                best_smoothed, since_best = smoothed, 0
-            else:
-                since_best += 1
-            if max_steps and result.steps >= max_steps:
-                result.stopped = "max_steps"
-            elif time.perf_counter() > deadline:
-                result.stopped = "time budget"
-                result.still_improving = since_best == 0 and len(result.epochs) > 1
-            elif since_best >= settings.patience:
-                result.stopped = "early stopping"
-            if result.stopped:
-                break
-        if result.stopped:
-            break
-    else:
-        result.stopped = "max_epochs"
-    model.load_state_dict(best_state)
-    model.eval()
-    result.seconds = round(time.perf_counter() - started, 2)
-    return result
+    """Train one configuration on the histories' next items within `settings.max_minutes` (or
+    `max_steps` optimiser steps, for tests); keep the validation with the best valid NDCG@10."""
+    run = TrainingRun(table, train_histories, valid_cases, settings, progress=progress)
+    run.advance(deadline=run.started + settings.max_minutes * 60, max_steps=max_steps)
+    return run.finish()
