@@ -14,7 +14,10 @@ model when the data directory has a checkpoint) is named in the result. Per show
   also over the items whose evidence claims a cause (a leave-one-out contributor, not the `nearest`
   fallback said as "close to"), with their share of the shown items and the baseline on the same items;
   an item that no single history item moves may be cited by a group that moves it together (`joint`):
-  the whole group is removed, and those items are also reported on their own;
+  the whole group is removed, and those items are also reported on their own; an item that nothing in
+  the history moves, not even all of it, cites no history item but the scene's prior (`prior`): it
+  holds when the item ranks at least as high for an empty history (`prior_holds`), and
+  `claims_faithful` is the share of shown items whose stated reason checks out either way;
 - specificity: the sentence names a co-purchase count, shared attribute words or a peer count;
 - variety: distinct sentence shapes (templates) per list of 10.
 
@@ -82,6 +85,9 @@ class Accumulator:
     shown: int = 0
     joint_flags: list[bool] = field(default_factory=list)  # items cited by a group (no single contributor)
     joint_sizes: list[int] = field(default_factory=list)
+    # items said to be here on the scene's prior (no history item cited): does the claim hold, i.e. is
+    # the item ranked at least as high with the history emptied
+    prior_flags: list[bool] = field(default_factory=list)
 
     def report(self) -> dict:
         return {
@@ -100,6 +106,15 @@ class Accumulator:
             "joint_faithfulness": round(sum(self.joint_flags) / max(len(self.joint_flags), 1), 4),
             "joint_mean_group_size": (
                 round(statistics.mean(self.joint_sizes), 2) if self.joint_sizes else None
+            ),
+            # items that cite no history item because the scene's prior holds them (`prior`), and the
+            # share whose rank with an empty history is no worse (what that sentence claims)
+            "prior_share": round(len(self.prior_flags) / max(self.shown, 1), 4),
+            "prior_holds": round(sum(self.prior_flags) / max(len(self.prior_flags), 1), 4),
+            # every shown item whose stated reason checks out: a cited history item (or group) whose
+            # removal drops it, or the prior, with which it ranks as high without any history
+            "claims_faithful": round(
+                (sum(self.ours_flags) + sum(self.prior_flags)) / max(self.shown, 1), 4
             ),
             "cited_same_as_baseline": round(sum(self.same_cited) / max(len(self.same_cited), 1), 4),
             "specificity": round(sum(self.specific) / max(len(self.specific), 1), 4),
@@ -180,6 +195,7 @@ def main() -> None:
             ours_v, ours_at, base_v, base_at = [], [], [], []
             causal: set[int] = set()
             joint: set[int] = set()
+            prior_at: list[tuple[str, int]] = []
             for rank, (r, b) in enumerate(zip(recs, baseline), start=1):
                 a.shown += 1
                 a.methods.add(r.method)
@@ -197,6 +213,8 @@ def main() -> None:
                     if r.evidence[0].joint:
                         joint.add(rank)
                         a.joint_sizes.append(len(cited))
+                elif r.prior:
+                    prior_at.append((r.item_id, rank))
                 if b.evidence:
                     base_v.append(without(history, b.evidence[0].item_id))
                     base_at.append((b.item_id, rank))
@@ -223,6 +241,9 @@ def main() -> None:
                         causal_drops.append(new - rank)
                     if rank in joint and flags is a.ours_flags:
                         a.joint_flags.append(new > rank)
+            empty = UserHistory(user_id=history.user_id, entries=[])
+            ranks = new_ranks(rec, [empty] * len(prior_at), scene, [i for i, _ in prior_at])
+            a.prior_flags += [new <= rank for (_, rank), new in zip(prior_at, ranks)]
             a.variety.append(len(shapes))
         if done % 5 == 0 or done == len(histories):
             out["cases_done"] = done

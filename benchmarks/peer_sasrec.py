@@ -99,6 +99,34 @@ def read_eval_data(data_dir: Path, split: str, settings):  # -> EvalData
     ), {c.user_id for c in cases}
 
 
+def goal(report, protocol: str = "full", peer: str = "sasrec") -> str:
+    """Markdown: `shipped` over the stronger of (best baseline, `peer`) in every cell, and over `peer`
+    alone, each a ratio of means with a paired 95% interval (the same cases and resamples)."""
+    from scenerec.evaluation import BASELINES
+
+    baselines = [m for m in report.methods if m in BASELINES]
+    lines = [
+        f"## shipped / max(best baseline, {peer}), NDCG@10, {report.split} split, protocol `{protocol}`",
+        "",
+        "| setting | scene | strongest other | its NDCG@10 | shipped | ratio (paired 95% CI) "
+        f"| shipped / {peer} (paired 95% CI) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for setting in report.settings:
+        for scene in report.result("shipped", setting, protocol).scenes:
+            def mean(method: str) -> float:
+                return report.result(method, setting, protocol).scenes[scene].metrics["ndcg@10"].mean
+
+            strongest = max([*baselines, peer], key=mean)
+            c = report.compare("shipped", strongest, setting, protocol, scene)
+            p = report.compare("shipped", peer, setting, protocol, scene)
+            lines.append(
+                f"| {setting} | {scene} | {strongest} | {mean(strongest):.4f} | {mean('shipped'):.4f} "
+                f"| {c.ratio:.2f} ({c.low:.2f}–{c.high:.2f}) | {p.ratio:.2f} ({p.low:.2f}–{p.high:.2f}) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def summary(report, protocol: str = "full") -> str:
     """Markdown: NDCG@10 (95% CI) of every method per setting and scene; SASRec / best baseline, paired."""
     scenes = [s for s in report.result(report.methods[0], report.settings[0], protocol).scenes]
@@ -160,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         "--patience", type=int, help="Epochs without a better valid NDCG@10 (default: RecBole's 10)."
     )
     parser.add_argument("--skip-training", action="store_true", help="Evaluate the existing checkpoint.")
+    parser.add_argument(
+        "--with-shipped",
+        action="store_true",
+        help="Also evaluate what `recommend` ships (the data directory's transfer checkpoint) in the same "
+        "call, and compare it, paired, against max(best baseline, SASRec) in every cell (goal.md).",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -231,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     peers = [SASRecMethod(state=state)]
     if "snapshot" in state:
         peers.append(SASRecMethod(state=state["snapshot"], name="sasrec-at-budget"))
+    if args.with_shipped:
+        from scenerec.evaluation.transfer_methods import ShippedMethod
+        from scenerec.transfer.checkpoint import checkpoint_path
+
+        peers.append(ShippedMethod(checkpoint=checkpoint_path(args.data_dir)))
     report = evaluate(
         test,
         [*BASELINES, *peers],
@@ -244,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     write_report(report, out, title=f"SASRec (RecBole 1.2.1) beside the baselines: {args.name}")
     text = "\n".join(summary(report, p) for p in report.protocols)
     (out / "summary.md").write_text(text, encoding="utf-8")
+    if args.with_shipped and "shipped" in report.methods:
+        goal_text = goal(report)
+        (out / "goal.md").write_text(goal_text, encoding="utf-8")
+        text += "\n" + goal_text
     name = "training.json" if not args.skip_training else "evaluation.json"
     (out / name).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     print(text)

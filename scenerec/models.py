@@ -145,6 +145,10 @@ class Recommendation(BaseModel):
     raw_score: float | None = None  # the ranking's own score (fused RRF, model score, popularity count)
     method: str | None = None  # what ranked it: "transfer", "mean-query+bm25", "popularity", …
     peers: tuple[int, int] | None = None  # (users like this one who bought it, users like this one)
+    # no history item, alone or with a few others, moves it, and it ranks as high with no history at all:
+    # the scene's prior (its learned popularity) put it here, and `buyers` says how popular it is
+    prior: bool = False
+    buyers: int | None = None  # training users who bought it (set with `prior`)
 
 
 class SceneInfo(BaseModel):

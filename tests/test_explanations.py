@@ -17,10 +17,12 @@ from scenerec.recommend.attribution import (
     MOVES_RANK,
     FusedScorer,
     _ranks_within,
+    attributed_recommendations,
     joint_contributors,
     leave_one_out,
     without,
 )
+from scenerec.recommend.retrieval import Candidate
 from scenerec.recommend.evidence import Interactions
 from scenerec.recommend.memo import LRU, StoreMemo
 from scenerec.recommend.recommender import Recommender
@@ -115,6 +117,37 @@ def test_an_item_no_single_history_item_moves_is_cited_by_the_pair_that_moves_it
     (w,) = leave_one_out(scorer, history, ["w"])  # second with or without any item: nothing to cite
     joint_contributors(scorer, history, [w])
     assert w.contributors(3) == [] and w.joint is None
+
+
+def test_an_item_the_scene_prior_holds_cites_no_history_item_and_says_so() -> None:
+    # like the transfer model, an empty history has a query: the scene's prior, here the third axis.
+    # p leans on the prior and is first whatever the history; x is second only thanks to a
+    prior = np.array([0.0, 0.0, 1.0])
+    vectors = {"a": np.array([0.3, 0.0, 0.0]), "b": np.array([0.0, 0.3, 0.0])}
+    items = np.array([[0.1, 0.1, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32)  # p, x, y
+
+    def queries(histories):
+        return [(prior + sum((vectors[i] for i in h.item_ids), np.zeros(3))).astype(np.float32) for h in histories]
+
+    scorer = FusedScorer(method="transfer", queries=queries, full_scores=lambda q: q @ items.T,
+                         dense_ids=["p", "x", "y"], lexical=None, lexical_query=lambda h: "",
+                         lexical_weight=0.0, rrf_k=60, dense_depth=10, lexical_depth=10)
+    history = hist("a", "b")
+    p, x = leave_one_out(scorer, history, ["p", "x"])
+    joint_contributors(scorer, history, [p, x])
+    assert p.contributors(2) == [] and p.joint is None and p.held_by_prior
+    assert x.contributors(2) and not x.held_by_prior
+    catalog = {i: Item(item_id=i, scene="office", title=f"item {i}") for i in ("p", "x", "y")}
+    catalog |= {i: Item(item_id=i, scene="arts", title=f"title {i}") for i in ("a", "b")}
+    matrix = sparse.csc_matrix(np.array([[1, 0, 0, 1, 0], [1, 1, 0, 0, 1], [1, 0, 1, 0, 0]], dtype=np.float32))
+    interactions = Interactions(["p", "x", "y", "a", "b"], matrix, ["u0", "u1", "u2"])
+    recs = attributed_recommendations(
+        [Candidate("p", 1 / 61), Candidate("x", 1 / 62)], history, "office", scorer=scorer, items=catalog,
+        cosine=np.zeros((2, 2)), interactions=interactions, n_scene_items=3, n_evidence=2,
+    )
+    assert recs[0].prior and recs[0].evidence == [] and recs[0].buyers == 3
+    assert "popularity in office (3 shoppers bought it)" in evidence_sentence(recs[0])
+    assert not recs[1].prior and recs[1].evidence[0].item_id == "a"  # x cites what put it there
 
 
 def test_every_cited_item_is_one_whose_removal_lowers_the_score(

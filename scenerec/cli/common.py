@@ -97,6 +97,9 @@ def format_recommendations(recommendations: Sequence[Recommendation]) -> str:
         )
         if rec.source == "popular":
             lines.append("    popular in this scene (no history to go on)")
+        elif rec.prior:
+            bought = f"{rec.buyers} shoppers bought it; " if rec.buyers else ""
+            lines.append(f"    on its popularity in {rec.scene} ({bought}no history item moves it)")
         elif rec.evidence:
             because = "; ".join(
                 f'"{printable(e.title, 60)}" ({e.scene}'

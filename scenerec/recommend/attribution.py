@@ -193,6 +193,16 @@ class Attribution:
     # when no single item is a contributor: the fewest strongest items whose removal together moves
     # the item, and the score lost without them (see `joint_contributors`)
     joint: tuple[tuple[str, ...], float] | None = None
+    # the score for an empty history (the scorer's no-history list), None where it was not scored
+    without_history: float | None = None
+
+    @property
+    def held_by_prior(self) -> bool:
+        """No history item moves it, alone or in a group, and removing the whole history does not lower
+        its score either: what put it here is the scene's prior, not anything the user did."""
+        if self.without_history is None or self.joint is not None or self.contributors(1):
+            return False
+        return self.without_history >= self.score - self.min_delta
 
     def contributors(self, n: int) -> list[tuple[str, float, float]]:
         """Up to n (history item id, share, delta) with a delta above `min_delta`, largest first."""
@@ -220,16 +230,18 @@ def without(history: UserHistory, *item_ids: str) -> UserHistory:
 def leave_one_out(
     scorer: ListScorer, history: UserHistory, item_ids: Sequence[str], max_items: int = ATTRIBUTION_ITEMS
 ) -> list[Attribution]:
-    """Each item's score for the full history and its loss without each of the most recent distinct
-    history items (one batch through the scorer)."""
+    """Each item's score for the full history, its loss without each of the most recent distinct
+    history items, and its score for an empty history (one batch through the scorer)."""
     tried = list(dict.fromkeys(reversed(history.item_ids)))[:max_items]
-    scores = scorer.scores([history] + [without(history, i) for i in tried], item_ids)
+    empty = UserHistory(user_id=history.user_id, entries=[])
+    scores = scorer.scores([history] + [without(history, i) for i in tried] + [empty], item_ids)
     return [
         Attribution(
             item_id,
             float(scores[0, c]),
             {h: float(scores[0, c] - scores[1 + r, c]) for r, h in enumerate(tried)},
             scorer.min_delta,
+            without_history=float(scores[-1, c]),
         )
         for c, item_id in enumerate(item_ids)
     ]
@@ -297,6 +309,7 @@ def attributed_recommendations(
     peers, n_peers = (
         interactions.peers(history.user_id, hist_ids, ids) if interactions is not None else (None, 0)
     )
+    buyers = interactions.buyers(ids) if interactions is not None else None
     out = []
     for row, (candidate, attribution) in enumerate(zip(candidates, attributions)):
         item = items[candidate.item_id]
@@ -313,6 +326,7 @@ def attributed_recommendations(
             else {}
         )
         evidence = typed_evidence(item, contributors, pair_counts, joint=joint)
+        prior = not evidence and attribution.held_by_prior
         out.append(
             Recommendation(
                 item_id=item.item_id,
@@ -322,17 +336,20 @@ def attributed_recommendations(
                 raw_score=round(candidate.score, 6),
                 method=scorer.method,
                 source="personalized",
-                evidence=evidence or _nearest(history, cosine[row], n_evidence),
+                # an item the scene's prior holds cites no history item: none of them is why it is here
+                evidence=evidence or ([] if prior else _nearest(history, cosine[row], n_evidence)),
                 peers=(int(peers[row]), n_peers) if peers is not None and n_peers > 0 else None,
+                prior=prior,
+                buyers=int(buyers[row]) if prior and buyers is not None else None,
             )
         )
     return out
 
 
 def _nearest(history: UserHistory, cosine: np.ndarray, n: int) -> list[Evidence]:
-    """When no single history item moved the item in the list (it came in on something all of them share,
-    or removing any one leaves its rank where it is), the nearest by cosine, labelled `nearest` with no
-    share: said as closeness, not as the cause."""
+    """When no history item, alone or in a small group, moved the item in the list but the history as a
+    whole did (it came in on something many of them share), the nearest by cosine, labelled `nearest`
+    with no share: said as closeness, not as the cause."""
     out: list[Evidence] = []
     for j in np.argsort(-cosine, kind="stable"):
         e = history.entries[j]

@@ -10,7 +10,9 @@ Each attributed history item (see `attribution.py`) gets one kind, the most spec
 An item that no single history item moves may be moved by a few of them together (`joint`, see
 `attribution.joint_contributors`): each of the group is typed the same way and marked `joint`.
 
-Besides, `peers` counts how many users who share at least one history item with this user bought the
+An item that nothing in the history moves, not even all of it removed, is one the scene's prior (the
+model's learned popularity) put there: it cites no history item (`Recommendation.prior`, with its
+`buyers`). Besides, `peers` counts how many users who share at least one history item with this user bought the
 recommended item (popularity among users like this one). The interaction matrix is read once per data
 directory and store version and kept as an .npz next to the stores, so a request slices it in microseconds.
 """
@@ -195,6 +197,10 @@ class Interactions:
         return sparse.csc_matrix(
             (np.ones(len(rows), dtype=np.float32), rows, pointers), shape=(self.users.shape[0], len(parts))
         )
+
+    def buyers(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Per item, how many stored users bought it (0 for an item nobody bought)."""
+        return np.array([len(self._users(i)) for i in item_ids], dtype=np.int64)
 
     def co_purchases(self, history_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
         """(len(history_ids), len(item_ids)) counts of users who bought both (one sparse product)."""

@@ -37,6 +37,8 @@ class Breakdown(BaseModel):
     raw_score: float
     contributors: list[Evidence] = Field(default_factory=list)  # every positive one, largest first
     lowering: int = 0  # history items whose removal would raise the score
+    prior: bool = False  # nothing in the history moves it, not even all of it: the scene's prior does
+    buyers: int | None = None  # with `prior`: training users who bought it
     peers: tuple[int, int] | None = None
     sentence: str
     shape: str
@@ -93,7 +95,16 @@ def breakdown(recommender: Recommender, history: UserHistory, scene: str, item_i
     )
     bought, similar = recommender.interactions().peers(history.user_id, history.item_ids, [item_id])
     peers = (int(bought[0]), similar) if similar else None
-    rec = rec.model_copy(update={"evidence": contributors[: max(2, len(rec.evidence))], "peers": peers})
+    prior = not contributors and attribution.held_by_prior
+    buyers = int(recommender.interactions().buyers([item_id])[0]) if prior else None
+    rec = rec.model_copy(
+        update={
+            "evidence": contributors[: max(2, len(rec.evidence))] if not prior else [],
+            "peers": peers,
+            "prior": prior,
+            "buyers": buyers,
+        }
+    )
     return Breakdown(
         item_id=item_id,
         title=item.title,
@@ -105,6 +116,8 @@ def breakdown(recommender: Recommender, history: UserHistory, scene: str, item_i
         contributors=contributors,
         lowering=sum(1 for d in attribution.deltas.values() if d < 0),
         peers=peers,
+        prior=prior,
+        buyers=buyers,
         sentence=evidence_sentence(rec),
         shape=sentence_shape(rec),
     )
@@ -134,7 +147,13 @@ def breakdown_lines(b: Breakdown, title_chars: int = 48) -> list[str]:
         else "not in the top list"
     )
     lines = [f"«{b.title}» — ranked by {b.method} ({where}; raw score {b.raw_score:.6g})"]
-    if not b.contributors:
+    if b.prior:
+        bought = f", {b.buyers} shoppers bought it" if b.buyers else ""
+        lines.append(
+            f"No history item moves it, nor does your whole history: it is here on its popularity in "
+            f"{b.scene} (the scene's prior{bought})."
+        )
+    elif not b.contributors:
         lines.append(
             "No history item raised its score." if b.method != "popularity" else "Popular in the scene."
         )

@@ -216,6 +216,15 @@ def _joint_fact(group: Sequence[Evidence]) -> Evidence | None:
 def evidence_sentence(rec: Recommendation, scene: str | None = None) -> str:
     """The template explanation of a recommendation, built from its typed evidence only."""
     scene = scene or rec.scene
+    if rec.prior:
+        text = (
+            f"Here on its own popularity in {scene} ({rec.buyers} shoppers bought it): it ranks as high "
+            "with no history at all, and nothing in yours moves it."
+            if rec.buyers
+            else f"Here on the {scene} scene's prior: it ranks as high with no history at all, and "
+            "nothing in yours moves it."
+        )
+        return text + _peers(rec)
     if rec.source == "popular" or not rec.evidence:
         return f"Among the most bought items in {scene} (nothing in your history to go on)."
     if rec.evidence[0].joint:
@@ -224,16 +233,22 @@ def evidence_sentence(rec: Recommendation, scene: str | None = None) -> str:
         text = _clause(rec.evidence[0], rec.method)
     if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest" and not rec.evidence[0].joint:
         text += _second(rec.evidence[1])
+    return text + _peers(rec)
+
+
+def _peers(rec: Recommendation) -> str:
     if rec.peers is not None and rec.peers[0] >= 2:
-        text += f" {rec.peers[0]} of {rec.peers[1]} shoppers with a history like yours bought it."
-    return text
+        return f" {rec.peers[0]} of {rec.peers[1]} shoppers with a history like yours bought it."
+    return ""
 
 
 def sentence_shape(rec: Recommendation) -> str:
     """Which template `evidence_sentence` used: the kinds it was built from."""
-    if rec.source == "popular" or not rec.evidence:
+    if rec.prior:
+        parts = ["prior"]
+    elif rec.source == "popular" or not rec.evidence:
         return "popular"
-    if rec.evidence[0].joint:
+    elif rec.evidence[0].joint:
         fact = _joint_fact([e for e in rec.evidence if e.joint])
         parts = ["joint", fact.kind if fact is not None else "model"]
     else:
@@ -247,8 +262,10 @@ def sentence_shape(rec: Recommendation) -> str:
 
 def is_specific(rec: Recommendation) -> bool:
     """Whether the explanation names a concrete shared attribute, a count or a co-purchase."""
-    return any(e.kind in ("co_purchase", "shared_attributes", "text_nearness") for e in rec.evidence) or (
-        rec.peers is not None and rec.peers[0] >= 2
+    return (
+        any(e.kind in ("co_purchase", "shared_attributes", "text_nearness") for e in rec.evidence)
+        or (rec.peers is not None and rec.peers[0] >= 2)
+        or (rec.prior and bool(rec.buyers))
     )
 
 
@@ -267,6 +284,8 @@ def allowed_numbers(rec: Recommendation, item_text: str = "") -> set[str]:
             numbers.add(str(round(100 * e.share)))
     if rec.peers is not None:
         numbers |= {str(rec.peers[0]), str(rec.peers[1])}
+    if rec.buyers:
+        numbers.add(str(rec.buyers))
     return numbers | set(NUMBER.findall(rec.title)) | set(NUMBER.findall(item_text))
 
 

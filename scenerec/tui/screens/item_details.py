@@ -28,6 +28,9 @@ def details_text(rec: Recommendation, item: Item | None, liked: bool) -> Text:
     if rec.explanation:
         text.append("\n\nWhy: ", style="bold")
         text.append(printable(rec.explanation, 500))
+    if rec.prior:
+        bought = f" ({rec.buyers} shoppers bought it)" if rec.buyers else ""
+        text.append(f"\n\nOn its popularity in {rec.scene}{bought}: no history item moves it.", style="bold")
     if rec.evidence:
         text.append("\n\nClosest in your history\n", style="bold")
         for e in rec.evidence:
