@@ -132,6 +132,16 @@ def test_explain_answers_from_the_explanation_and_its_evidence(agent: Agent) -> 
     assert not reply.list_changed
 
 
+def test_liking_a_card_does_not_change_why_it_was_shown(agent: Agent) -> None:
+    session = agent.start("alice", "films")
+    agent.turn(session, "recommend")
+    card = session.shown[1]
+    before = agent.why(session, card)
+    agent.like(session, card.item_id)
+    assert card.item_id in agent.history(session).item_ids
+    assert agent.why(session, card) == before and "What drove it, ranked by" in before
+
+
 def test_switch_scene_by_text_and_an_unknown_scene(agent: Agent) -> None:
     session = agent.start("bob", "films")
     reply = agent.turn(session, "show me books")

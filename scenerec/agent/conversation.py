@@ -394,7 +394,13 @@ class Agent:
         lines.append(shown(card.explanation or evidence_sentence(card), 400))
         if card.evidence and card.source != "popular":
             # the bars: every history item that raised the card's score, by leave-one-out
-            found = breakdown(self.recommender, self.history(session), card.scene, card.item_id)
+            # a liked card is in the session history now; it cannot explain itself, and the card's
+            # sentence was written before the like, so the bars use the history without it
+            history = self.history(session)
+            history = history.model_copy(
+                update={"entries": [e for e in history.entries if e.item_id != card.item_id]}
+            )
+            found = breakdown(self.recommender, history, card.scene, card.item_id)
             lines.append("What drove it, ranked by " + found.method + ":")
             lines += [shown(line, 200) for line in breakdown_lines(found)[1:-1]]
         elif card.source == "popular":

@@ -148,7 +148,7 @@ def breakdown_lines(b: Breakdown, title_chars: int = 48) -> list[str]:
     )
     lines = [f"«{b.title}» — ranked by {b.method} ({where}; raw score {b.raw_score:.6g})"]
     if b.prior:
-        bought = f", {b.buyers} shoppers bought it" if b.buyers else ""
+        bought = f", {b.buyers} {'shopper' if b.buyers == 1 else 'shoppers'} bought it" if b.buyers else ""
         lines.append(
             f"No history item moves it, nor does your whole history: it is here on its popularity in "
             f"{b.scene} (the scene's prior{bought})."

@@ -218,7 +218,7 @@ def evidence_sentence(rec: Recommendation, scene: str | None = None) -> str:
     scene = scene or rec.scene
     if rec.prior:
         text = (
-            f"Here on its own popularity in {scene} ({rec.buyers} shoppers bought it): it ranks as high "
+            f"Here on its own popularity in {scene} ({_shoppers(rec.buyers)} bought it): it ranks as high "
             "with no history at all, and nothing in yours moves it."
             if rec.buyers
             else f"Here on the {scene} scene's prior: it ranks as high with no history at all, and "
@@ -234,6 +234,10 @@ def evidence_sentence(rec: Recommendation, scene: str | None = None) -> str:
     if len(rec.evidence) > 1 and rec.evidence[1].kind != "nearest" and not rec.evidence[0].joint:
         text += _second(rec.evidence[1])
     return text + _peers(rec)
+
+
+def _shoppers(n: int) -> str:
+    return f"{n} shopper" if n == 1 else f"{n} shoppers"
 
 
 def _peers(rec: Recommendation) -> str:
