@@ -324,14 +324,33 @@ def test_bm25_scores_of_many_queries_equal_one_query_at_a_time() -> None:
         np.testing.assert_allclose(row, index.scores(q), rtol=1e-12, atol=0)
 
 
+def _never(keys: list) -> list:
+    raise AssertionError(f"computed {keys}, which were held")
+
+
+def test_a_memo_fetch_answers_keys_its_own_puts_evict() -> None:
+    memo = LRU(3)
+    memo.put([("empty", 0), ("a", 1), ("b", 2)])  # the empty history's row is the oldest
+    computed: list = []
+
+    def compute(keys: list) -> list:
+        computed.extend(keys)
+        return [10 * len(k) for k in keys]
+
+    # one request: the old held row and three new ones; holding the new ones evicts held ones
+    assert memo.fetch(["empty", "cc", "ddd", "eeee"], compute) == [0, 20, 30, 40]
+    assert computed == ["cc", "ddd", "eeee"] and len(memo) == 3
+    assert memo.fetch(["ddd", "eeee"], _never) == [30, 40]
+
+
 def test_the_store_memo_forgets_everything_when_the_store_changes() -> None:
     memo = StoreMemo().check(("1", "1", "0"))
     memo.scene_names = ["arts"]
     memo.vectors.put([("a", 1), ("b", 2)])
-    assert memo.vectors.missing(["a", "c", "c"]) == ["c"] and memo.vectors.take(["b", "a"]) == [2, 1]
+    assert memo.vectors.missing(["a", "c", "c"]) == ["c"] and memo.vectors.fetch(["b", "a"], _never) == [2, 1]
     small = LRU(2)
     small.put([("x", 1), ("y", 2)])
-    small.take(["x"])  # y is now the least recently used
+    small.fetch(["x"], _never)  # y is now the least recently used
     small.put([("z", 3)])
     assert "y" not in small and "x" in small and len(small) == 2
     assert memo.check(("1", "1", "0")).scene_names == ["arts"]  # same store: kept

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from scenerec.cli import cli
 from scenerec.evaluation.tuning import LEXICAL_WEIGHTS, train_and_save
+from scenerec.models import UserHistory
 from scenerec.recommend.recommender import Recommender
 from scenerec.settings import Settings, TransferSettings
 from scenerec.transfer.checkpoint import (
@@ -215,6 +216,25 @@ def test_the_evaluation_method_loads_the_checkpoint(rec, trained):
     for result in report.results:
         for scene in result.scenes.values():
             assert all(0 <= m.mean <= 1 for m in scene.metrics.values())
+
+
+def test_transfer_queries_survive_a_memo_that_evicts_the_requests_own_rows(rec, trained):
+    # the bench over beauty-sports-toys hit this at case ~130: the empty history's row (shared by every
+    # user's attribution batch) was the oldest held, and holding a request's new rows evicted it
+    save_checkpoint(checkpoint_path(rec.paths.root), trained[0].model, embedding_model=vector_model(rec))
+    assert rec.transfer is not None
+    scene = "office"
+    users = [u for u in rec.items.users() if u.startswith("tr")][:6]
+    empty = UserHistory(user_id="nobody", entries=[])
+    histories = [rec.history(u) for u in users]
+    expected = rec.user_vectors([empty, *histories], scene)
+    memo = rec._memo.check(rec._stamp).queries
+    memo.clear()
+    memo.size = 4
+    rec.user_vectors([empty, *histories[:3]], scene)  # held: empty (the oldest), 0, 1, 2
+    again = rec.user_vectors([empty, *histories[3:6]], scene)  # three new rows evict three held ones
+    for got, want in zip(again, [expected[0], *expected[4:7]]):
+        np.testing.assert_allclose(got, want, atol=1e-6)  # another batch: float32 rounding only
 
 
 def test_the_evaluation_method_is_unavailable_without_a_checkpoint(rec):

@@ -10,7 +10,7 @@ or a repair elsewhere), so nothing stale outlives new data.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
@@ -44,11 +44,19 @@ class LRU(Generic[V]):
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
-    def take(self, keys: Sequence[Hashable]) -> list[V]:
-        """The values of keys all held (put them first), marked as just used."""
-        out = [self._data[k] for k in keys]
-        for key in keys:
-            self._data.move_to_end(key)
+    def fetch(
+        self, keys: Sequence[Hashable], compute: Callable[[list[Hashable]], Iterable[V]]
+    ) -> list[V]:
+        """The values of `keys`, computing the missing ones (`compute(missing)`, in order) and holding
+        them. The answer is built before anything new goes in: putting may evict held keys this same
+        request asked for (an old key, like the empty history's, is the first to go)."""
+        todo = self.missing(keys)
+        fresh = dict(zip(todo, compute(todo))) if todo else {}
+        out = [fresh[k] if k in fresh else self._data[k] for k in keys]
+        for key in dict.fromkeys(keys):
+            if key in self._data:
+                self._data.move_to_end(key)
+        self.put(fresh.items())
         return out
 
     def clear(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -214,21 +214,16 @@ class Recommender:
         if not item_ids:
             return np.zeros((0, 0), dtype=np.float32)
         memo = self._memo.check(self._stamp).vectors
-        wanted = memo.missing(item_ids)
-        if wanted:
+
+        def load(wanted: list[Hashable]) -> list[np.ndarray]:
             hashes = self.items.content_hashes(wanted)  # type: ignore[arg-type]
             found = self.cache.get_many(self._vector_model or self.encoder.name, list(set(hashes.values())))
             missing = [i for i in wanted if hashes.get(i) not in found]  # type: ignore[call-overload]
             if missing:
                 raise StoreError(f"no stored vector for items {missing[:5]}: run `scenerec ingest` again")
-            fresh = {i: found[hashes[i]] for i in wanted}  # type: ignore[index]
-            # the answer is built before the new vectors go in: putting them may evict held ones asked for
-            held = set(item_ids) - fresh.keys()
-            kept = dict(zip(held, memo.take(list(held))))
-            out = np.stack([fresh[i] if i in fresh else kept[i] for i in item_ids]).astype(np.float32)
-            memo.put(fresh.items())
-            return out
-        return np.stack(memo.take(item_ids)).astype(np.float32)
+            return [found[hashes[i]] for i in wanted]  # type: ignore[index]
+
+        return np.stack(memo.fetch(item_ids, load)).astype(np.float32)
 
     # --- recommending ---
 
@@ -285,10 +280,9 @@ class Recommender:
         keys = [(model_stamp, scene, tuple(h.item_ids)) for h in histories]
         if len(histories) > memo.size:  # a bulk batch (score_batch): nothing to reuse
             return list(transfer.queries([h.item_ids for h in histories], scene))
-        todo = memo.missing(keys)
-        if todo:
-            memo.put(zip(todo, transfer.queries([list(key[2]) for key in todo], scene)))  # type: ignore[index]
-        return memo.take(keys)
+        return memo.fetch(
+            keys, lambda todo: transfer.queries([list(key[2]) for key in todo], scene)  # type: ignore[index]
+        )
 
     def dense_index(self, scene: str) -> DenseIndex:
         """The exact index of the scene's items in the space `user_vectors` returns."""
