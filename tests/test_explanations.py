@@ -119,6 +119,37 @@ def test_an_item_no_single_history_item_moves_is_cited_by_the_pair_that_moves_it
     assert w.contributors(3) == [] and w.joint is None
 
 
+def test_a_short_history_that_moves_an_item_only_as_a_whole_is_cited_whole_where_there_is_a_prior() -> None:
+    # like the transfer model, an empty history has a query: the prior, the third axis, which ranks z
+    # first. With a and b, x is first; without either one it is still first (no single contributor);
+    # without both it falls behind z. So the two together put it there, and the card says so
+    prior = np.array([0.0, 0.0, 1.0])
+    vectors = {"a": np.array([1.0, 0.0, 0.0]), "b": np.array([0.0, 1.0, 0.0])}
+    items = np.array([[0.6, 0.6, 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)  # x, z (ids sorted)
+
+    def queries(histories):
+        return [(prior + sum((vectors[i] for i in h.item_ids), np.zeros(3))).astype(np.float32) for h in histories]
+
+    scorer = FusedScorer(method="transfer", queries=queries, full_scores=lambda q: q @ items.T,
+                         dense_ids=["x", "z"], lexical=None, lexical_query=lambda h: "",
+                         lexical_weight=0.0, rrf_k=60, dense_depth=10, lexical_depth=10)
+    history = hist("a", "b")
+    assert scorer.has_prior
+    x, z = leave_one_out(scorer, history, ["x", "z"])
+    joint_contributors(scorer, history, [x, z])
+    assert x.contributors(2) == [] and x.joint is not None and set(x.joint[0]) == {"a", "b"}
+    assert x.joint[1] > MOVES_RANK and not x.held_by_prior
+    assert z.joint is None and z.held_by_prior  # the prior, not the history, holds z
+    catalog = {i: Item(item_id=i, scene="office", title=f"item {i}") for i in ("x", "z")}
+    catalog |= {i: Item(item_id=i, scene="arts", title=f"title {i}") for i in ("a", "b")}
+    (card,) = attributed_recommendations(
+        [Candidate("x", 1 / 61)], history, "office", scorer=scorer, items=catalog, cosine=np.zeros((1, 2)),
+        interactions=None, n_scene_items=2, n_evidence=2,
+    )
+    assert [e.joint for e in card.evidence] == [True, True] and not card.prior
+    assert "put it here together" in evidence_sentence(card)
+
+
 def test_an_item_the_scene_prior_holds_cites_no_history_item_and_says_so() -> None:
     # like the transfer model, an empty history has a query: the scene's prior, here the third axis.
     # p leans on the prior and is first whatever the history; x is second only thanks to a

@@ -42,6 +42,12 @@ class ListScorer(Protocol):
     method: str
     min_delta: float  # a contribution must exceed this to be cited (0: any rise of the score)
 
+    @property
+    def has_prior(self) -> bool:
+        """Whether an empty history has a ranking of its own (the transfer model's prior). Only then is
+        "without the whole history it ranks lower" a claim that can fail."""
+        ...
+
     def scores(self, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> np.ndarray:
         """(len(histories), len(item_ids)) ranking scores; higher ranks first."""
         ...
@@ -99,11 +105,18 @@ class FusedScorer:
     min_delta: float = MOVES_RANK
 
     def __post_init__(self) -> None:
+        self._prior: bool | None = None
         self._column = {item_id: c for c, item_id in enumerate(self.dense_ids)}
         if self.lexical is not None:
             ids = self.lexical.ids  # type: ignore[attr-defined]
             self._lex_order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
             self._lex_pos = {ids[p]: q for q, p in enumerate(self._lex_order.tolist())}
+
+    @property
+    def has_prior(self) -> bool:
+        if self._prior is None:
+            self._prior = self.queries([UserHistory(user_id="", entries=[])])[0] is not None
+        return self._prior
 
     def _dense(self, histories: Sequence[UserHistory]) -> tuple[np.ndarray, np.ndarray]:
         """Full float64 score rows (the history's own items -inf) of the histories that have a query,
@@ -170,6 +183,7 @@ class CooccurrenceScorer:
     interactions: Interactions
     method: str = "co-occurrence"
     min_delta: float = 0.0
+    has_prior: bool = False  # an empty history co-occurs with nothing
 
     def scores(self, histories: Sequence[UserHistory], item_ids: Sequence[str]) -> np.ndarray:
         return np.stack(
@@ -255,29 +269,35 @@ def joint_contributors(
 ) -> None:
     """Set `joint` on the attributions that have no single contributor: the smallest group of their
     strongest history items (those whose removal lowers the score at all, by their own delta, then
-    recency; 2 up to `max_items`, never the whole history, which would say nothing) whose removal together
-    lowers the score by more than `min_delta`. Items that share a group share its rescoring; every
-    rescoring is in one batch. An item no such group moves keeps `joint` None."""
-    most = min(max_items, len(set(history.item_ids)) - 1)
-    need: list[tuple[Attribution, list[str]]] = []
+    recency; 2 up to `max_items`) whose removal together lowers the score by more than `min_delta`; and
+    where none does, a history of at most `max_items` distinct items as a whole, when the scorer has a
+    prior (removing the whole history is then a test that can fail; without a prior every item falls
+    and the claim would say nothing). A longer history is never cited whole. Items that share a group
+    share its rescoring; every rescoring is in one batch. An item no such group moves keeps `joint` None."""
+    distinct = list(dict.fromkeys(reversed(history.item_ids)))  # most recent first
+    whole = tuple(distinct) if 2 <= len(distinct) <= max_items and scorer.has_prior else None
+    most = min(max_items, len(distinct) - 1)
+    need: list[tuple[Attribution, list[tuple[str, ...]]]] = []
     for a in attributions:
         if not a.contributors(1):
             lowering = [h for h in a.deltas if a.deltas[h] > 0]
             strongest = sorted(lowering, key=lambda h: -a.deltas[h])[:most]  # stable: ties stay recent first
-            if len(strongest) >= 2:
-                need.append((a, strongest))
-    groups: dict[tuple[str, ...], int] = {}
-    for _, strongest in need:
-        for k in range(2, len(strongest) + 1):
-            groups.setdefault(tuple(strongest[:k]), len(groups))
+            tries = [tuple(strongest[:k]) for k in range(2, len(strongest) + 1)]
+            if whole is not None:
+                tries.append(tuple(sorted(whole, key=lambda h: -a.deltas.get(h, 0.0))))  # said strongest first
+            if tries:
+                need.append((a, tries))
+    groups: dict[frozenset[str], int] = {}
+    for _, tries in need:
+        for group in tries:
+            groups.setdefault(frozenset(group), len(groups))
     if not groups:
         return
     ids = [a.item_id for a, _ in need]
     scores = scorer.scores([without(history, *g) for g in groups], ids)
-    for c, (a, strongest) in enumerate(need):
-        for k in range(2, len(strongest) + 1):
-            group = tuple(strongest[:k])
-            delta = a.score - float(scores[groups[group], c])
+    for c, (a, tries) in enumerate(need):
+        for group in tries:
+            delta = a.score - float(scores[groups[frozenset(group)], c])
             if delta > a.min_delta:
                 a.joint = (group, delta)
                 break
