@@ -33,7 +33,7 @@ TIE = 1e-7  # tanh(dense score) x TIE < 1e-7, the RRF gap between ranks 100 and 
 MOVES_RANK = 10 * TIE
 MIN_SHARE = 0.01  # a contributor below 1% of the lift is not named (nor drawn as a bar)
 ATTRIBUTION_ITEMS = 30  # most recent distinct history items tried; older ones weigh ~0.9^30 in the mean
-JOINT_ITEMS = 3  # most history items cited together when no single one moves the item
+JOINT_ITEMS = 5  # most history items cited together when no single one moves it (chosen on AO valid, cold: 3 -> 5 took faithful 87.2% -> 94.1%)
 
 
 class ListScorer(Protocol):
