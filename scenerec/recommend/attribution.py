@@ -273,34 +273,36 @@ def joint_contributors(
     where none does, a history of at most `max_items` distinct items as a whole, when the scorer has a
     prior (removing the whole history is then a test that can fail; without a prior every item falls
     and the claim would say nothing). A longer history is never cited whole. Items that share a group
-    share its rescoring; every rescoring is in one batch. An item no such group moves keeps `joint` None."""
+    share its rescoring; every rescoring is in one batch, and the whole history needs none (it is the
+    empty history `leave_one_out` scored). An item no such group moves keeps `joint` None."""
     distinct = list(dict.fromkeys(reversed(history.item_ids)))  # most recent first
-    whole = tuple(distinct) if 2 <= len(distinct) <= max_items and scorer.has_prior else None
+    whole = 2 <= len(distinct) <= max_items and scorer.has_prior
     most = min(max_items, len(distinct) - 1)
-    need: list[tuple[Attribution, list[tuple[str, ...]]]] = []
+    need: list[tuple[Attribution, list[str]]] = []
     for a in attributions:
         if not a.contributors(1):
             lowering = [h for h in a.deltas if a.deltas[h] > 0]
             strongest = sorted(lowering, key=lambda h: -a.deltas[h])[:most]  # stable: ties stay recent first
-            tries = [tuple(strongest[:k]) for k in range(2, len(strongest) + 1)]
-            if whole is not None:
-                tries.append(tuple(sorted(whole, key=lambda h: -a.deltas.get(h, 0.0))))  # said strongest first
-            if tries:
-                need.append((a, tries))
-    groups: dict[frozenset[str], int] = {}
-    for _, tries in need:
-        for group in tries:
-            groups.setdefault(frozenset(group), len(groups))
-    if not groups:
-        return
+            if len(strongest) >= 2 or whole:
+                need.append((a, strongest))
+    groups: dict[tuple[str, ...], int] = {}
+    for _, strongest in need:
+        for k in range(2, len(strongest) + 1):
+            groups.setdefault(tuple(strongest[:k]), len(groups))
     ids = [a.item_id for a, _ in need]
-    scores = scorer.scores([without(history, *g) for g in groups], ids)
-    for c, (a, tries) in enumerate(need):
-        for group in tries:
-            delta = a.score - float(scores[groups[frozenset(group)], c])
+    scores = scorer.scores([without(history, *g) for g in groups], ids) if groups else None
+    for c, (a, strongest) in enumerate(need):
+        for k in range(2, len(strongest) + 1):
+            group = tuple(strongest[:k])
+            delta = a.score - float(scores[groups[group], c])  # type: ignore[index]
             if delta > a.min_delta:
                 a.joint = (group, delta)
                 break
+        else:
+            # the history without all of its items is the empty one `leave_one_out` already scored
+            if whole and a.without_history is not None and a.score - a.without_history > a.min_delta:
+                said = tuple(sorted(distinct, key=lambda h: -a.deltas.get(h, 0.0)))  # strongest first
+                a.joint = (said, a.score - a.without_history)
 
 
 def attributed_recommendations(
