@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def progress(stage: str, done: int, total: int, info: dict) -> None:
                 if stage == "valid":
-                    shown = {k: round(v, 4) for k, v in info.items() if k.startswith("ndcg10_")}
+                    shown = {k: round(v, 4) for k, v in info.items() if "ndcg10" in k and k != "ndcg10"}
                     config = f"[{info['configuration']}] " if "configuration" in info else ""
                     print(f"{config}epoch {done}: {shown}", file=sys.stderr, flush=True)
 

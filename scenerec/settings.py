@@ -152,6 +152,12 @@ class TransferSettings(BaseModel):
         1_000_000, ge=0, description="Full softmax over a scene when batch tokens x scene items fit this."
     )
     valid_every: int = Field(0, ge=0, description="Optimiser steps between validations; 0 = twice an epoch.")
+    average_epochs: float = Field(
+        0.5,
+        ge=0,
+        description="Horizon, in epochs, of the running average of the weights that validation also "
+        "scores (the better of it and the raw weights is kept); 0 = off.",
+    )
     valid_smoothing: float = Field(
         0.5, ge=0, lt=1, description="Weight of the past in the smoothed valid NDCG@10 early stopping reads."
     )

@@ -32,7 +32,7 @@ from scenerec.transfer.loading import (
     vector_model,
 )
 from scenerec.transfer.scorer import TransferScorer
-from scenerec.transfer.train import train_transfer
+from scenerec.transfer.train import TrainingRun, evaluate, train_transfer
 
 pytestmark = pytest.mark.slow
 
@@ -360,3 +360,21 @@ def test_a_scene_leaves_the_pooled_choice_only_on_a_clear_valid_win():
     assert chosen["choice"]["a"]["cold"]["by"] == "pooled"
     assert chosen["choice"]["b"]["cold"]["method"] == "cooccurrence"
     assert chosen["choice"]["b"]["cold"]["by"] == "scene"
+
+
+def test_training_keeps_the_better_of_the_weights_and_their_running_average(trained):
+    _, table, histories, valid = trained
+    settings = SMALL.model_copy(update={"max_epochs": 2})
+    run = TrainingRun(table, histories, valid, settings)
+    run.advance()
+    # the average is a real average: after the steps it is not the last weights
+    assert any(not torch.equal(a, p) for a, p in zip(run.average, run.params))
+    result = run.finish()
+    checks = [e.valid for e in result.epochs[1:]]
+    assert checks and all(v["ndcg10"] == max(v["raw_ndcg10"], v["averaged_ndcg10"]) for v in checks)
+    # what is kept scores on valid exactly what it was kept for
+    assert evaluate(TransferScorer(result.model, table), valid)["ndcg10"] == pytest.approx(
+        result.best_valid["ndcg10"], abs=1e-9
+    )
+    plain = train_transfer(table, histories, valid, settings.model_copy(update={"average_epochs": 0}))
+    assert all("averaged_ndcg10" not in e.valid for e in plain.epochs)

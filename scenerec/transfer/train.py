@@ -6,6 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -310,6 +311,12 @@ class TrainingRun:
             ),
         ]
         self.loss_fn = _Loss(model, table, owner_rows, settings.negatives, self.rng)
+        # a running average of the weights (Polyak): the raw weights of a half-trained model jump from
+        # one validation to the next, their average less; validation scores both and keeps the better
+        self.params = list(model.parameters())
+        self.average = [p.detach().clone() for p in self.params] if settings.average_epochs > 0 else None
+        self.averaged_steps = 0
+        self._averaged_state: dict[str, torch.Tensor] | None = None
         self.result = TrainResult(model=model)
         self.deadline, self.step_limit = math.inf, None
         self.trained_seconds = 0.0
@@ -351,11 +358,50 @@ class TrainingRun:
         return result
 
     def _validate(self, epoch: int, loss: float, seconds: float) -> float:
-        valid = evaluate(TransferScorer(self.model, self.table), self.valid_cases) if self.valid_cases else {"ndcg10": -loss}
+        """Score the weights (and their running average, keeping the better: `_averaged_state` holds
+        the average's state when it won) on the valid cases."""
+        self._averaged_state = None
+        if not self.valid_cases:
+            valid = {"ndcg10": -loss}
+        else:
+            valid = evaluate(TransferScorer(self.model, self.table), self.valid_cases)
+            if self.average is not None and self.averaged_steps:
+                with self._averaged_weights():
+                    averaged = evaluate(TransferScorer(self.model, self.table), self.valid_cases)
+                    if averaged["ndcg10"] > valid["ndcg10"]:
+                        self._averaged_state = copy.deepcopy(self.model.state_dict())
+                raw_score, averaged_score = valid["ndcg10"], averaged["ndcg10"]
+                valid = averaged if self._averaged_state is not None else valid
+                valid = {**valid, "raw_ndcg10": raw_score, "averaged_ndcg10": averaged_score}
         self.result.epochs.append(EpochLog(epoch, loss, round(seconds, 2), valid))
         if self.progress:
             self.progress("valid", epoch, self.settings.max_epochs, valid)
         return valid["ndcg10"]
+
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """The model with its running-average weights, the raw ones put back after."""
+        assert self.average is not None
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in self.params], self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], saved)
+
+    def _update_average(self, steps_per_epoch: int) -> None:
+        """Fold the weights after a step into the average: the plain mean of the steps so far until
+        there are `average_epochs` epochs of them, an exponential average with that horizon after."""
+        if self.average is None:
+            return
+        self.averaged_steps += 1
+        horizon = max(1.0, self.settings.average_epochs * steps_per_epoch)
+        with torch.no_grad():
+            torch._foreach_lerp_(
+                self.average, [p.detach() for p in self.params], max(1.0 / horizon, 1.0 / self.averaged_steps)
+            )
 
     def _paused(self) -> bool:
         over_steps = self.step_limit is not None and self.result.steps >= self.step_limit
@@ -381,6 +427,7 @@ class TrainingRun:
                 torch.nn.utils.clip_grad_norm_(self.dense_params, 5.0)
                 for optimiser in self.optimisers:
                     optimiser.step()
+                self._update_average(len(batches))
                 losses.append(loss.item())
                 result.steps += 1
                 if self.progress:
@@ -394,7 +441,7 @@ class TrainingRun:
                 model.train()
                 if score > self.best_score:
                     self.best_score, result.best_epoch = score, self.checks
-                    self.best_state = copy.deepcopy(model.state_dict())
+                    self.best_state = self._averaged_state or copy.deepcopy(model.state_dict())
                 smoothed = self.smoothed
                 self.smoothed = score if not math.isfinite(smoothed) else (
                     settings.valid_smoothing * smoothed + (1 - settings.valid_smoothing) * score
