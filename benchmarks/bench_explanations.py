@@ -291,6 +291,7 @@ def llm_sample(rec, histories, n: int) -> dict:
                         "evidence": evidence_sentence(r, scene),
                         "shown": r.explanation,
                         "llm_kept": r.explanation != evidence_sentence(r, scene),
+                        "rejected": result.rejected.get(r.item_id),  # why not used, and the sentence
                     }
                 )
                 done += 1
