@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -316,13 +316,12 @@ class TrainingRun:
         self.params = list(model.parameters())
         self.average = [p.detach().clone() for p in self.params] if settings.average_epochs > 0 else None
         self.averaged_steps = 0
-        self._averaged_state: dict[str, torch.Tensor] | None = None
         self.result = TrainResult(model=model)
         self.deadline, self.step_limit = math.inf, None
         self.trained_seconds = 0.0
         # the best raw validation is kept; stopping reads an exponentially smoothed one, so one noisy
         # validation neither stops training nor keeps it going
-        self.best_score = self._validate(0, float("nan"), time.perf_counter() - self.started) if valid_cases else -math.inf
+        self.best_score = self._validate(0, float("nan"), time.perf_counter() - self.started)[0] if valid_cases else -math.inf
         self.best_state, self.since_best = copy.deepcopy(model.state_dict()), 0
         self.smoothed = self.best_smoothed = self.best_score
         self.checks = 0
@@ -357,10 +356,10 @@ class TrainingRun:
         result.seconds = round(self.trained_seconds + self.setup_seconds, 2)
         return result
 
-    def _validate(self, epoch: int, loss: float, seconds: float) -> float:
-        """Score the weights (and their running average, keeping the better: `_averaged_state` holds
-        the average's state when it won) on the valid cases."""
-        self._averaged_state = None
+    def _validate(self, epoch: int, loss: float, seconds: float) -> tuple[float, bool]:
+        """Score the weights and their running average on the valid cases; the better's score, and
+        whether it was the average."""
+        averaged_won = False
         if not self.valid_cases:
             valid = {"ndcg10": -loss}
         else:
@@ -368,15 +367,13 @@ class TrainingRun:
             if self.average is not None and self.averaged_steps:
                 with self._averaged_weights():
                     averaged = evaluate(TransferScorer(self.model, self.table), self.valid_cases)
-                    if averaged["ndcg10"] > valid["ndcg10"]:
-                        self._averaged_state = copy.deepcopy(self.model.state_dict())
-                raw_score, averaged_score = valid["ndcg10"], averaged["ndcg10"]
-                valid = averaged if self._averaged_state is not None else valid
-                valid = {**valid, "raw_ndcg10": raw_score, "averaged_ndcg10": averaged_score}
+                averaged_won = averaged["ndcg10"] > valid["ndcg10"]
+                scores = {"raw_ndcg10": valid["ndcg10"], "averaged_ndcg10": averaged["ndcg10"]}
+                valid = {**(averaged if averaged_won else valid), **scores}
         self.result.epochs.append(EpochLog(epoch, loss, round(seconds, 2), valid))
         if self.progress:
             self.progress("valid", epoch, self.settings.max_epochs, valid)
-        return valid["ndcg10"]
+        return valid["ndcg10"], averaged_won
 
     @contextmanager
     def _averaged_weights(self) -> Iterator[None]:
@@ -436,12 +433,15 @@ class TrainingRun:
                 if not paused and (b + 1) % every and b + 1 < len(batches):
                     continue
                 self.checks += 1
-                score = self._validate(self.checks, float(np.mean(losses)), time.perf_counter() - check_started)
+                score, averaged_won = self._validate(
+                    self.checks, float(np.mean(losses)), time.perf_counter() - check_started
+                )
                 losses = []
                 model.train()
                 if score > self.best_score:
                     self.best_score, result.best_epoch = score, self.checks
-                    self.best_state = self._averaged_state or copy.deepcopy(model.state_dict())
+                    with self._averaged_weights() if averaged_won else nullcontext():
+                        self.best_state = copy.deepcopy(model.state_dict())
                 smoothed = self.smoothed
                 self.smoothed = score if not math.isfinite(smoothed) else (
                     settings.valid_smoothing * smoothed + (1 - settings.valid_smoothing) * score
