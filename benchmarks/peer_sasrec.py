@@ -187,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--patience", type=int, help="Epochs without a better valid NDCG@10 (default: RecBole's 10)."
     )
+    parser.add_argument(
+        "--progress",
+        type=Path,
+        help="Progress state written after every epoch; where it exists, training goes on from it "
+        "(convergence on a large catalog takes more than one sitting).",
+    )
+    parser.add_argument(
+        "--warm-start",
+        type=Path,
+        help="With --progress not yet written: go on from --checkpoint, a finished run's best epoch, "
+        "whose training.json this is (weights only: Adam starts afresh).",
+    )
     parser.add_argument("--skip-training", action="store_true", help="Evaluate the existing checkpoint.")
     parser.add_argument(
         "--with-shipped",
@@ -211,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     from scenerec.evaluation.peers import (
         SASRecMethod,
         SASRecOptions,
+        progress_from_checkpoint,
         read_checkpoint,
+        read_progress,
         save_checkpoint,
         train_sasrec,
     )
@@ -250,7 +264,27 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-        state, result = train_sasrec(train_users, item_ids, options, valid=valid, progress=progress)
+        resume = None
+        if args.progress is not None and args.progress.exists():
+            resume = read_progress(args.progress)
+            run["resumed_from"] = {"progress": str(args.progress), "epoch": resume["epoch"]}
+        elif args.warm_start is not None:
+            prior = json.loads(args.warm_start.read_text(encoding="utf-8"))
+            resume = progress_from_checkpoint(read_checkpoint(checkpoint), prior["training"])
+            run["resumed_from"] = {
+                "checkpoint": str(checkpoint), "training": str(args.warm_start), "epoch": resume["epoch"],
+                "optimizer": "restarted",
+            }
+        if resume is not None:
+            print(f"going on after epoch {resume['epoch']} ({resume['seconds']:.0f} s)", file=sys.stderr)
+
+        def keep(progress_state) -> None:
+            save_checkpoint(args.progress, progress_state)
+
+        state, result = train_sasrec(
+            train_users, item_ids, options, valid=valid, progress=progress, resume=resume,
+            on_epoch=keep if args.progress is not None else None,
+        )
         save_checkpoint(checkpoint, state)
         run["options"] = options.model_dump()
         run["training"] = result.model_dump()

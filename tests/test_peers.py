@@ -189,3 +189,49 @@ def test_a_snapshot_at_the_budget_is_the_model_a_run_stopped_there_would_give(tm
     method.fit(data)
     assert method.name == "sasrec-at-budget"
     assert method.score([data.cases[0].history], data.scenes[0]).shape[0] == 1
+
+
+@needs_recbole
+def test_a_resumed_run_trains_on_as_if_never_stopped(tmp_path):
+    from scenerec.evaluation.peers import (
+        SASRecOptions,
+        progress_from_checkpoint,
+        read_progress,
+        save_checkpoint,
+        train_sasrec,
+    )
+
+    valid, case_users = demo_data("valid")
+    train = {u: h for u, h in valid.train_histories.items() if u not in case_users}
+    item_ids = sorted(valid.item_scene)
+    common = {"learning_rate": 0.005, "seed": 0, "threads": 1, "batch_size": 256, "patience": 5}
+    saved: list[dict] = []
+    whole, whole_result = train_sasrec(
+        train, item_ids, SASRecOptions(max_epochs=3, **common), valid=valid, on_epoch=saved.append
+    )
+    assert [p["epoch"] for p in saved] == [1, 2, 3]
+    save_checkpoint(tmp_path / "progress.pt", saved[0])  # the run "stopped" after epoch 1
+    resumed, result = train_sasrec(
+        train, item_ids, SASRecOptions(max_epochs=3, **common), valid=valid,
+        resume=read_progress(tmp_path / "progress.pt"),
+    )
+    assert [e.epoch for e in result.epochs] == [1, 2, 3]
+    assert [e.valid_ndcg10 for e in result.epochs] == [e.valid_ndcg10 for e in whole_result.epochs]
+    assert result.best_epoch == whole_result.best_epoch
+    for name, weight in whole["weights"].items():
+        assert weight.equal(resumed["weights"][name]), name
+    # from a finished run's checkpoint: numbering goes on after its best epoch, Adam starts afresh
+    warm, warm_result = train_sasrec(
+        train, item_ids, SASRecOptions(max_epochs=5, **common), valid=valid,
+        resume=progress_from_checkpoint(whole, whole_result.model_dump()),
+    )
+    assert [e.epoch for e in warm_result.epochs][: whole_result.best_epoch + 1] == list(
+        range(1, whole_result.best_epoch + 2)
+    )
+    assert warm_result.best_valid_ndcg10 >= whole_result.best_valid_ndcg10
+    # a state that had already run out of patience trains no further
+    spent = dict(saved[-1], best_epoch=-10)
+    _, stopped = train_sasrec(train, item_ids, SASRecOptions(max_epochs=9, **common), valid=valid, resume=spent)
+    assert stopped.stopped == "patience" and len(stopped.epochs) == 3
+    with pytest.raises(ScenerecError, match="other items"):
+        train_sasrec(train, item_ids[:-1], SASRecOptions(max_epochs=4, **common), valid=valid, resume=saved[0])

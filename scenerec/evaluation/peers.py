@@ -37,6 +37,7 @@ from .methods import EvalData, MethodUnavailableError, RankingMethod
 
 CHECKPOINT_NAME = "sasrec.pt"
 CHECKPOINT_FORMAT = "scenerec-sasrec-v1"
+PROGRESS_FORMAT = "scenerec-sasrec-progress-v1"
 _NUMPY_ALIASES = {
     "float": float,
     "int": int,
@@ -330,15 +331,25 @@ def train_sasrec(
     options: SASRecOptions,
     valid: EvalData | None = None,
     progress: Callable[[EpochRecord], None] | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], TrainedSASRec]:
     """Train SASRec on every prefix of `train_histories` over `item_ids`; keep the epoch with the best
-    valid NDCG@10 (mixed history, full ranking, our harness) when `valid` is given, else the last."""
+    valid NDCG@10 (mixed history, full ranking, our harness) when `valid` is given, else the last.
+
+    Convergence on a large catalog takes longer than one sitting, so a run can go on where another
+    stopped: `on_epoch` receives, after every completed epoch, the progress state (`PROGRESS_FORMAT`:
+    latest weights, optimizer, torch RNG, epochs so far, best epoch and its weights), and `resume`
+    continues from one. Batch order is drawn per epoch from (seed, epoch), so a resumed run trains the
+    same batches an uninterrupted one would. `options.max_minutes` is this call's budget; epoch times
+    are counted from the first call. A progress state without an optimizer (`progress_from_checkpoint`)
+    restarts Adam's moments."""
     import torch
 
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
-    rng = np.random.default_rng(options.seed)
     config = model_config(options)
     item_ids = list(item_ids)
     index = {item_id: i + 1 for i, item_id in enumerate(item_ids)}
@@ -352,7 +363,6 @@ def train_sasrec(
     )
     sequences_t, lengths_t, targets_t = map(torch.from_numpy, (sequences, lengths, targets))
     budget = options.max_minutes * 60 if options.max_minutes else math.inf
-    started = time.perf_counter()
     records: list[EpochRecord] = []
     best: tuple[float, int, dict[str, Any]] | None = None
     stopped = "max_epochs"
@@ -360,9 +370,28 @@ def train_sasrec(
     snapshot_at = options.snapshot_minutes * 60 if options.snapshot_minutes else math.inf
     snapshot: EpochRecord | None = None
     snapshot_state: dict[str, Any] | None = None
-    for epoch in range(1, int(config["epochs"]) + 1):
+    first_epoch, before = 1, 0.0  # seconds trained by earlier calls
+    if resume is not None:
+        _check_resume(resume, config, item_ids)
+        model.load_state_dict(resume["weights"])
+        if resume.get("optimizer") is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+        if resume.get("torch_rng") is not None:
+            torch.set_rng_state(resume["torch_rng"])
+        records = [EpochRecord(**r) for r in resume["records"]]
+        best = (float(resume["best_score"]), int(resume["best_epoch"]), resume["best_state"])
+        first_epoch, before = int(resume["epoch"]) + 1, float(resume["seconds"])
+        if resume.get("snapshot") is not None:
+            snapshot, snapshot_state = EpochRecord(**resume["snapshot"]), resume["snapshot_state"]
+    started = time.perf_counter() - before
+    call_started = time.perf_counter()
+    for epoch in range(first_epoch, int(config["epochs"]) + 1):
+        if valid is not None and best is not None and epoch - 1 - best[1] >= int(config["stopping_step"]):
+            stopped = "patience"  # a resumed run that had already run out of patience
+            break
         model.train()
         total, batches = 0.0, 0
+        rng = np.random.default_rng([options.seed, epoch])
         for rows in bucketed_batches(lengths, int(config["train_batch_size"]), options.bucket_pool, rng):
             rows_t = torch.from_numpy(rows)
             width = int(lengths[rows].max())
@@ -390,11 +419,13 @@ def train_sasrec(
                 if progress is not None:
                     progress(snapshot)
                 # a run stopped here would not have spent this check on training: leave it out of the clock
-                started = time.perf_counter() - trained
+                checked = time.perf_counter() - started - trained
+                started += checked
+                call_started += checked
                 model.train()
-            if time.perf_counter() - started > budget:
+            if time.perf_counter() - call_started > budget:
                 break
-        finished_epoch = time.perf_counter() - started <= budget
+        finished_epoch = time.perf_counter() - call_started <= budget
         state = _state(model, config, item_ids)
         ndcg = _valid_ndcg10(valid, state) if valid is not None else None
         record = EpochRecord(
@@ -410,7 +441,19 @@ def train_sasrec(
         score = ndcg if ndcg is not None else float(epoch)
         if best is None or score > best[0]:
             best = (score, epoch, copy.deepcopy(state))
-        if not finished_epoch or time.perf_counter() - started > budget:
+        if finished_epoch and on_epoch is not None:
+            on_epoch(
+                {
+                    "format": PROGRESS_FORMAT, "config": dict(config), "item_ids": item_ids,
+                    "weights": state["weights"], "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "epoch": epoch, "seconds": record.seconds,
+                    "records": [r.model_dump() for r in records], "best_score": best[0],
+                    "best_epoch": best[1], "best_state": best[2],
+                    "snapshot": None if snapshot is None else snapshot.model_dump(),
+                    "snapshot_state": snapshot_state,
+                }
+            )
+        if not finished_epoch or time.perf_counter() - call_started > budget:
             stopped = "budget"
             break
         if valid is not None and epoch - best[1] >= int(config["stopping_step"]):
@@ -432,6 +475,47 @@ def train_sasrec(
         result_state = dict(best[2], snapshot=snapshot_state)
         return result_state, result
     return best[2], result
+
+
+def _check_resume(resume: dict[str, Any], config: dict[str, Any], item_ids: list[str]) -> None:
+    if resume.get("format") != PROGRESS_FORMAT:
+        raise ScenerecError(f"not a SASRec progress state (format {PROGRESS_FORMAT})")
+    if resume["item_ids"] != item_ids:
+        raise ScenerecError("the progress state was trained over other items: resume on the same catalog")
+    shape = ("n_layers", "n_heads", "hidden_size", "inner_size", "MAX_ITEM_LIST_LENGTH", "loss_type")
+    changed = [k for k in shape if resume["config"].get(k) != config.get(k)]
+    if changed:
+        raise ScenerecError(f"the progress state has another model shape: {changed} differ")
+
+
+def progress_from_checkpoint(state: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+    """A progress state from a finished run's best checkpoint and its `TrainedSASRec` record (the
+    `training` of training.json), to train on from there: the weights only, so Adam starts afresh. The
+    checkpoint holds the best epoch, so the next epoch is counted from it and the run's later, worse
+    epochs are dropped."""
+    epochs = training["epochs"]
+    best = next(e for e in epochs if e["epoch"] == training["best_epoch"])
+    kept = [dict(e) for e in epochs if e["epoch"] <= best["epoch"]]
+    return {
+        "format": PROGRESS_FORMAT, "config": dict(state["config"]), "item_ids": list(state["item_ids"]),
+        "weights": state["weights"], "optimizer": None, "torch_rng": None, "epoch": best["epoch"],
+        "seconds": best["seconds"], "records": kept, "best_score": best["valid_ndcg10"],
+        "best_epoch": best["epoch"], "best_state": {k: v for k, v in state.items() if k != "snapshot"},
+        "snapshot": training.get("snapshot"), "snapshot_state": state.get("snapshot"),
+    }
+
+
+def read_progress(path: Path) -> dict[str, Any]:
+    """A progress state written by `save_checkpoint(path, state)` from `train_sasrec`'s `on_epoch`."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a torn or foreign file
+        raise ScenerecError(f"cannot read SASRec progress {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != PROGRESS_FORMAT:
+        raise ScenerecError(f"{path} is not a SASRec progress state (format {PROGRESS_FORMAT})")
+    return state
 
 
 def _valid_ndcg10(valid: EvalData, state: dict[str, Any]) -> float:
