@@ -186,6 +186,12 @@ class TransferSettings(BaseModel):
         description="Configurations (transfer/search.py SEARCH_SPACE) that successive halving chooses "
         "among on the valid split; one name = no search.",
     )
+    search_epochs: float = Field(
+        2.0,
+        ge=0,
+        description="Epochs each configuration trains in the search's first rung (doubling each rung "
+        "after), unless the rung's share of the time budget ends first; 0 = time shares only.",
+    )
     seed: int = Field(0, description="Seed of initialisation, shuffling and history dropping.")
     device: str | None = Field(None, description="torch device; None picks CUDA when present.")
 

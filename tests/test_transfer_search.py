@@ -85,6 +85,29 @@ def test_the_search_is_deterministic_for_a_step_budget(demo_data, searched):
     ]
 
 
+def test_under_a_time_budget_configurations_are_ranked_after_the_same_epochs(demo_data):
+    """Where epochs are short against the budget, the rungs end on epochs, not on the clock: every
+    configuration is ranked after the same passes over the data, so the choice is the same on a slow
+    or busy machine as on a fast one."""
+    table, histories, valid = demo_data
+    timed = SMALL.model_copy(update={"max_minutes": 30.0, "max_epochs": 6, "search_epochs": 1.0})
+    first = search_transfer(table, histories, valid, timed)
+    trials = {t.name: t for t in first.trials}
+    for t in trials.values():
+        assert t.steps_per_epoch > 0
+        if t.rungs == 1:  # halved after rung 0: one epoch, to the step
+            assert t.steps == t.steps_per_epoch, t
+        elif t.rungs == 2:  # and after rung 1: three epochs in all (one, then two more)
+            assert t.steps == 3 * t.steps_per_epoch, t
+    winner = trials[first.chosen]
+    assert winner.rungs == 3 and winner.stopped == "max_epochs"
+    assert first.seconds < 0.5 * timed.max_minutes * 60  # the caps, not the clock, ended the rungs
+    again = search_transfer(table, histories, valid, timed)
+    assert [(t.name, t.best_valid, t.steps) for t in again.trials] == [
+        (t.name, t.best_valid, t.steps) for t in first.trials
+    ]
+
+
 def test_configurations_are_relative_to_the_settings_and_never_repeated():
     configs = configurations(SMALL)
     assert configs["narrow"].hidden == 16 and configs["short-history"].max_history == 8

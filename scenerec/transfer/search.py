@@ -11,6 +11,14 @@ The budget is split evenly between rungs (the classic schedule): with four confi
 gives each 1/12 of it, rung 1 each survivor 1/6 more, and the winner trains for 7/12 of the budget
 in all. A run that early-stops frees its time for the others; a run stopped early stays comparable
 (its best validation is what is ranked). All runs share the co-occurrence and text memories.
+
+Each rung but the last is also capped in epochs (`search_epochs` in rung 0, doubling each rung, as
+successive halving doubles a survivor's resources). Where a catalog's epochs are short, the cap ends a
+rung before its time share does, so configurations are compared after the same passes over the data,
+and the choice no longer moves with the CPU's speed or load (measured before the cap: Arts–Office
+chose `narrow` on one core and `default` on two, because on one core the wider model had trained half
+the steps when it was ranked). Where epochs are long, the time share ends the rung first and
+configurations are compared at equal time, as a time-budgeted search should.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ class Trial:
     steps: int = 0
     seconds: float = 0.0
     rungs: int = 0  # how many rungs it was trained in
+    steps_per_epoch: int = 0
     stopped: str = ""
 
 
@@ -104,6 +113,8 @@ def search_transfer(
     for rung in range(rungs):
         rung_end = started + budget * (rung + 1) / rungs
         step_share = None if max_steps is None else max(1, max_steps // (rungs * len(alive)))
+        # epochs in all at the rung's end: E, 3E, 7E, ... (each rung doubles what the one before gave)
+        epoch_cap = settings.search_epochs * (2 ** (rung + 1) - 1) if rung < rungs - 1 else None
         for k, name in enumerate(alive):
             if name not in runs:
                 reporter = _prefixed(progress, name) if len(configs) > 1 else progress
@@ -114,12 +125,14 @@ def search_transfer(
             run = runs[name]
             left = len(alive) - k  # the rung's remaining time, shared by the runs still to go in it
             deadline = time.perf_counter() + max(0.0, rung_end - time.perf_counter()) / left
-            run.advance(
-                deadline=deadline, max_steps=None if step_share is None else run.result.steps + step_share
-            )
+            limits = [] if step_share is None else [run.result.steps + step_share]
+            if epoch_cap:
+                limits.append(max(1, round(epoch_cap * run.steps_per_epoch)))
+            run.advance(deadline=deadline, max_steps=min(limits) if limits else None)
             trial = trials[name]
             trial.best_valid, trial.steps = run.best_score, run.result.steps
             trial.seconds, trial.rungs = round(run.trained_seconds, 1), rung + 1
+            trial.steps_per_epoch = run.steps_per_epoch
         if rung < rungs - 1:
             # ties keep the earlier configuration (the defaults first)
             ranked = sorted(alive, key=lambda n: (-runs[n].best_score, list(configs).index(n)))

@@ -302,6 +302,9 @@ class TrainingRun:
         owner_rows = memories.give(model)
         cap = history_cap([len(h) for h in histories], settings.history_percentile, settings.max_history)
         self.histories = [h[-cap:] for h in histories]  # what is learned from: the most recent `cap` items
+        # an epoch's batches, as `mixed_examples` windows the histories (a cold-dropped one gives one)
+        windows = sum(math.ceil(len(h) / settings.max_history) for h in self.histories)
+        self.steps_per_epoch = max(1, math.ceil(windows / settings.batch_users))
         sparse_ids = {id(p) for p in model.sparse_parameters()}
         self.dense_params = [p for p in model.parameters() if id(p) not in sparse_ids]
         self.optimisers: list[torch.optim.Optimizer] = [
