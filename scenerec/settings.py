@@ -187,10 +187,11 @@ class TransferSettings(BaseModel):
         "among on the valid split; one name = no search.",
     )
     search_epochs: float = Field(
-        2.0,
+        0.0,
         ge=0,
         description="Epochs each configuration trains in the search's first rung (doubling each rung "
-        "after), unless the rung's share of the time budget ends first; 0 = time shares only.",
+        "after), unless the rung's share of the time budget ends first; 0 = time shares only (the "
+        "default: at 2, Arts-Office chose `narrow`, cold office 0.95x popularity, see experiments.md).",
     )
     seed: int = Field(0, description="Seed of initialisation, shuffling and history dropping.")
     device: str | None = Field(None, description="torch device; None picks CUDA when present.")

@@ -12,7 +12,7 @@ gives each 1/12 of it, rung 1 each survivor 1/6 more, and the winner trains for 
 in all. A run that early-stops frees its time for the others; a run stopped early stays comparable
 (its best validation is what is ranked). All runs share the co-occurrence and text memories.
 
-Each rung but the last is also capped in epochs (`search_epochs` in rung 0, doubling each rung, as
+With `search_epochs` > 0 (off by default) each rung but the last is also capped in epochs (that many in rung 0, doubling each rung, as
 successive halving doubles a survivor's resources). Where a catalog's epochs are short, the cap ends a
 rung before its time share does, so configurations are compared after the same passes over the data,
 and the choice no longer moves with the CPU's speed or load (measured before the cap: Arts–Office
