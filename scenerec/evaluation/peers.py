@@ -302,17 +302,22 @@ class SASRecMethod(RankingMethod):
         return scores
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by `save_checkpoint` (plain tensors and lists: loads with weights_only)."""
+def _load_state(path: Path, expected: str, what: str) -> dict[str, Any]:
+    """A dict of plain tensors and lists saved by `save_checkpoint` whose `format` is `expected`."""
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a torn or foreign file
-        raise ScenerecError(f"cannot read SASRec checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ScenerecError(f"{path} is not a scenerec SASRec checkpoint (format {CHECKPOINT_FORMAT})")
+        raise ScenerecError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != expected:
+        raise ScenerecError(f"{path} is not a {what} (format {expected})")
     return state
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `save_checkpoint` (plain tensors and lists: loads with weights_only)."""
+    return _load_state(path, CHECKPOINT_FORMAT, "scenerec SASRec checkpoint")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -507,15 +512,7 @@ def progress_from_checkpoint(state: dict[str, Any], training: dict[str, Any]) ->
 
 def read_progress(path: Path) -> dict[str, Any]:
     """A progress state written by `save_checkpoint(path, state)` from `train_sasrec`'s `on_epoch`."""
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a torn or foreign file
-        raise ScenerecError(f"cannot read SASRec progress {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != PROGRESS_FORMAT:
-        raise ScenerecError(f"{path} is not a SASRec progress state (format {PROGRESS_FORMAT})")
-    return state
+    return _load_state(path, PROGRESS_FORMAT, "SASRec progress state")
 
 
 def _valid_ndcg10(valid: EvalData, state: dict[str, Any]) -> float:
