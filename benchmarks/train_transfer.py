@@ -3,6 +3,7 @@
     python benchmarks/train_transfer.py --data-dir /work/cache/ao-data      # an ingested data directory
     python benchmarks/train_transfer.py                                     # ingests ../shared/data/amazon-arts-office
     python benchmarks/train_transfer.py --data-dir DIR --skip-training      # evaluate the saved checkpoint
+    python benchmarks/train_transfer.py --data-dir DIR --reship             # choose what ships again, evaluate
 
 Writes into benchmarks/results/transfer/ (or --out): training.json (wall time, device, threads, valid
 metrics per epoch), report.json / report.md / report.png (the harness: every method, both settings,
@@ -82,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, help="Training budget (default: settings).")
     parser.add_argument("--epochs", type=int, help="Most epochs (default: settings).")
     parser.add_argument("--skip-training", action="store_true", help="Evaluate the existing checkpoint.")
+    parser.add_argument(
+        "--reship", action="store_true",
+        help="With --skip-training implied: choose what ships on valid again for the saved model "
+        "(weights unchanged), save, evaluate.",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
+    args.skip_training = args.skip_training or args.reship
 
     import torch
 
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from scenerec.evaluation.harness import evaluate
     from scenerec.evaluation.methods import EvalData
     from scenerec.evaluation.report import write_report
-    from scenerec.evaluation.tuning import train_and_save
+    from scenerec.evaluation.tuning import reship, train_and_save
     from scenerec.recommend.recommender import Recommender
     from scenerec.settings import load_settings
 
@@ -134,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             (args.out / "training.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+        if args.reship:
+            reshipped = reship(rec)
+            run["reshipped"] = {"shipped_lines": reshipped.shipped_lines, "choice_seconds": reshipped.choice_seconds}
+            print("\n".join(reshipped.shipped_lines), file=sys.stderr)
         from scenerec.evaluation.transfer_methods import FusedTransferMethod
         from scenerec.evaluation.tuning import choose_lexical_weight
         from scenerec.transfer.checkpoint import checkpoint_path, read_checkpoint

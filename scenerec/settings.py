@@ -59,6 +59,11 @@ class RetrievalSettings(BaseModel):
         "None = the weight `scenerec train` chose on the valid split (stored in the checkpoint).",
     )
     recency_decay: float = Field(0.9, gt=0, le=1, description="Weight ratio between consecutive history items.")
+    transition_window: int = Field(
+        10, ge=1,
+        description="How many positions later an item still counts as following another (weight 1 / gap), "
+        "in the transitions baseline and the shipped mix's transition memory.",
+    )
     lexical_history_items: int = Field(10, ge=1, description="Most recent history titles used as BM25 query.")
     evidence_items: int = Field(2, ge=1, description="History items named as evidence per recommendation.")
     max_k: int = Field(1000, ge=1, description="Largest list a user may ask for.")

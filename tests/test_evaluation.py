@@ -24,6 +24,7 @@ from scenerec.evaluation.methods import (
     MethodUnavailableError,
     PopularityMethod,
     RankingMethod,
+    TransitionsMethod,
     UnknownMethodError,
     _vector_lookup,
     make_method,
@@ -241,6 +242,25 @@ def test_cooccurrence_follows_training_pairs():
     assert scores[0, cols["office-00007"]] == pytest.approx(1.0)
     assert np.argmax(scores[1]) == cols["office-00009"]
     assert scores[2].max() < 1e-8  # nothing to go on: only the popularity tie-break
+
+
+def test_transitions_follow_the_order_of_training_histories():
+    """Where co-occurrence sees one pair both ways, transitions rank what came after."""
+    data = synthetic_data(n_items=50, n_users=0, n_cases=2)
+    data.train_histories = {"u1": ["office-00003", "office-00007"], "u2": ["office-00003", "office-00007"],
+                            "u3": ["office-00009", "office-00003"], "u4": ["arts-00002", "office-00009"]}
+    cols = data.scene_column["office"]
+    cooccurrence, transitions = CooccurrenceMethod(), TransitionsMethod()
+    cooccurrence.fit(data)
+    transitions.fit(data)
+    after_7 = transitions.score([["office-00007"]], "office")[0]
+    assert after_7.max() < 1e-8  # nothing ever followed office-00007
+    assert cooccurrence.score([["office-00007"]], "office")[0, cols["office-00003"]] > 0.5
+    after_3 = transitions.score([["office-00003"]], "office")[0]
+    assert np.argmax(after_3) == cols["office-00007"]
+    assert after_3[cols["office-00009"]] < 1e-8  # office-00009 came before office-00003, not after
+    after_arts = transitions.score([["arts-00002"]], "office")[0]  # across scenes too
+    assert np.argmax(after_arts) == cols["office-00009"]
 
 
 def test_fused_mirrors_rrf_of_dense_and_bm25(data):

@@ -246,18 +246,38 @@ def test_the_evaluation_method_is_unavailable_without_a_checkpoint(rec):
 
 
 def test_train_command(data_copy):
-    out = CliRunner().invoke(
-        cli,
-        ["train", "--data-dir", str(data_copy.data_dir), "--epochs", "1", "--no-progress", "--json"],
-        env={
-            "SCENEREC_TRANSFER__HIDDEN": "32",
-            "SCENEREC_TRANSFER__NEGATIVES": "64",
-            "SCENEREC_TRANSFER__TEXT_NEIGHBOURS": "10",
-            "SCENEREC_TRANSFER__DEVICE": "cpu",
-        },
-    )
+    """`train` saves a checkpoint with its choices; `train --reship` chooses again on valid from a
+    checkpoint whose choices predate the transition memory, and keeps the weights."""
+    import torch
+
+    from scenerec.transfer.checkpoint import read_checkpoint
+
+    env = {
+        "SCENEREC_TRANSFER__HIDDEN": "32",
+        "SCENEREC_TRANSFER__NEGATIVES": "64",
+        "SCENEREC_TRANSFER__TEXT_NEIGHBOURS": "10",
+        "SCENEREC_TRANSFER__DEVICE": "cpu",
+    }
+    data_dir = str(data_copy.data_dir)
+    out = CliRunner().invoke(cli, ["train", "--data-dir", data_dir, "--epochs", "1", "--no-progress", "--json"], env=env)
     assert out.exit_code == 0, out.output
-    assert '"checkpoint"' in out.output and checkpoint_path(data_copy.data_dir).is_file()
+    path = checkpoint_path(data_copy.data_dir)
+    assert '"checkpoint"' in out.output and path.is_file()
+    payload = read_checkpoint(path)
+    assert payload["transitions"]["counts"].numel() > 0  # the memory `recommend` reads is saved
+    # as an older checkpoint: no transition memory, choices among model, co-occurrence, popularity
+    old = {k: v for k, v in payload.items() if k != "transitions"}
+    for by_setting in old["metrics"]["shipped"]["choice"].values():
+        for mix in by_setting.values():
+            mix.pop("transitions", None)
+    torch.save(old, path)
+    out = CliRunner().invoke(cli, ["train", "--reship", "--data-dir", data_dir, "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    again = read_checkpoint(path)
+    assert again["transitions"]["counts"].numel() > 0
+    assert all("transitions" in mix for s in again["metrics"]["shipped"]["choice"].values() for mix in s.values())
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in payload["state_dict"].items())
+    assert again["metrics"]["epochs"] == payload["metrics"]["epochs"]  # the training record is kept
 
 
 def test_fused_transfer_is_the_model_plus_bm25(rec, trained):
@@ -298,22 +318,24 @@ def test_what_ships_is_never_below_the_baselines_on_valid(rec, trained):
     from scenerec.evaluation.transfer_methods import ShippedMethod
     from scenerec.evaluation.tuning import memory_histories
     from scenerec.transfer.shipping import choose_shipping
-    from scenerec.transfer.train import rebuild_cooccurrence
+    from scenerec.transfer.train import rebuild_memories
 
     result, table, _, valid = trained
     model = result.model
-    rebuild_cooccurrence(model, table, memory_histories(rec, "valid"))  # what the baseline reads on valid
+    window = rec.settings.retrieval.transition_window
+    rebuild_memories(model, table, memory_histories(rec, "valid"), window)  # what the baselines read on valid
     shipped = choose_shipping(TransferScorer(model, table), valid, rec.settings.retrieval.recency_decay)
     assert set(shipped["choice"]) == set(table.scenes)
     data = EvalData.from_recommender(rec, "valid")
-    methods = ["cooccurrence", "popularity", ShippedMethod(model=model, shipped=shipped, lexical_weight=0.0)]
+    baselines = ("cooccurrence", "transitions", "popularity")
+    methods = [*baselines, ShippedMethod(model=model, shipped=shipped, lexical_weight=0.0)]
     report = evaluate(data, methods, split="valid", protocols=("full",), n_bootstrap=0)
     assert report.shipped == "shipped"
     for setting in report.settings:
         ours = report.result("shipped", setting, "full").scenes
         best = max(
             report.result(b, setting, "full").scenes["overall"].metrics["ndcg@10"].mean
-            for b in ("cooccurrence", "popularity")
+            for b in baselines
         )
         assert ours["overall"].metrics["ndcg@10"].mean >= best - 1e-9, (setting, shipped["choice"])
         for scene in table.scenes:

@@ -9,7 +9,7 @@ import torch
 
 from scenerec.settings import TransferSettings
 from scenerec.transfer.data import START, ItemTable
-from scenerec.transfer.memory import CooccurrenceMemory
+from scenerec.transfer.memory import CooccurrenceMemory, TransitionMemory
 from scenerec.transfer.scorer import TransferScorer
 from scenerec.transfer.train import _Loss, train_transfer
 
@@ -39,6 +39,40 @@ def test_cooccurrence_memory_takes_the_training_user_out() -> None:
     # training on C: item 2's link to 4 was C's alone; its link to 1 (A and B) stays, n_2 = 2
     block = memory.training_block(np.array([[2]]), np.array([1, 3, 4]), [np.array([2, 4])])
     assert block[0, 0] == pytest.approx([2 / np.sqrt(2 * 2), 1 / np.sqrt(2 * 1), 0])
+
+
+def test_transition_memory_keeps_the_order_and_weighs_by_gap() -> None:
+    # users A: 1 2 3, B: 1 2, C: 3 1. Within window 2: 1->2 (A, B; gap 1), 2->3 (A, 1), 1->3 (A, gap 2:
+    # 1/2), 3->1 (C, 1); n_1 = 3, n_2 = 2, n_3 = 2
+    memory = TransitionMemory.build([[1, 2, 3], [1, 2], [3, 1]], size=4, window=2)
+    m = memory.columns(np.array([1, 2, 3])).toarray()  # rows: earlier item; columns: later items 1, 2, 3
+    assert m[1] == pytest.approx([0, 2 / np.sqrt(3 * 2), 0.5 / np.sqrt(3 * 2)])
+    assert m[2] == pytest.approx([0, 0, 1 / np.sqrt(2 * 2)])  # 2 was never followed by 1
+    assert m[3] == pytest.approx([1 / np.sqrt(2 * 3), 0, 0])
+    assert TransitionMemory.build([[1, 2, 3]], size=4, window=1).columns(np.array([3]))[1, 0] == 0
+    again = TransitionMemory.from_state(memory.state())
+    assert np.allclose(again.columns(np.array([1, 2, 3])).toarray(), m)
+
+
+def test_a_mix_with_transitions_ranks_what_followed_the_last_item() -> None:
+    """The shipped mix's transition weight reaches `recommend`'s index: with transitions alone, the
+    item that followed the user's newest item in training histories comes first; the model's own
+    query rows (no mix) carry no transition weight."""
+    from scenerec.transfer.train import rebuild_memories
+
+    table, histories = _synthetic()
+    model = train_transfer(table, histories[:50], [], TINY).model.eval()
+    model.attach(table)
+    follows = [["a-05", "a-17"]] * 5 + [["a-17", "a-05"]]  # mostly a-05 then a-17
+    rebuild_memories(model, table, histories[:50] + follows, 3)
+    alone = {"model": 0.0, "cooccurrence": 0.0, "transitions": 1.0, "popularity": 1e-6}
+    shipped = {"decay": 0.9, "choice": {"a": {"mixed": alone, "cold": alone}}}
+    scorer = TransferScorer(model, table, shipped=shipped)
+    columns = scorer.item_ids("a")
+    top = columns[int(np.argmax(scorer.scores([["b-01", "a-05"]], "a")[0]))]
+    assert top == "a-17"
+    plain = TransferScorer(model, table).queries([["b-01", "a-05"]], "a")
+    assert not plain[:, scorer.layout.block("transitions")].any()
 
 
 def _synthetic(seed: int = 0) -> tuple[ItemTable, list[list[str]]]:

@@ -30,6 +30,12 @@ from .common import common_options, emit_json
     help="Choose the configuration on valid by successive halving (transfer.search); --no-search "
     "trains the first configuration alone.",
 )
+@click.option(
+    "--reship",
+    is_flag=True,
+    help="Keep the saved model's weights; choose again, on valid, what ships with it (the mix of model, "
+    "co-occurrence, transitions and popularity, and the BM25 weight), e.g. after an upgrade.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @common_options
 def train(
@@ -41,6 +47,7 @@ def train(
     seed: int | None,
     device: str | None,
     search: bool,
+    reship: bool,
     progress: bool,
 ) -> None:
     """Train the transfer model on the data directory's training users (ingesting CATALOG first if
@@ -48,8 +55,18 @@ def train(
     `recommend` uses it from then on."""
     from tqdm import tqdm
 
+    from ..evaluation.tuning import reship as choose_again
     from ..evaluation.tuning import train_and_save
 
+    if reship:
+        with Recommender.open(settings=settings) as recommender:
+            result = choose_again(recommender)
+        if as_json:
+            emit_json(result)
+            return
+        click.echo("\n".join([*result.shipped_lines, f"BM25 weight in the fusion: {result.lexical_weight}"]))
+        click.echo(f"saved {result.checkpoint} (weights unchanged)")
+        return
     overrides = {"max_epochs": epochs, "max_minutes": max_minutes, "seed": seed, "device": device}
     if not search:
         overrides["search"] = settings.transfer.search[:1]

@@ -31,6 +31,7 @@ from ..recommend.retrieval import (
 from ..settings import RetrievalSettings, Settings
 from ..stores.item_store import read_histories
 from ..stores.scene_index import normalise
+from ..transfer.memory import TransitionMemory
 
 if TYPE_CHECKING:
     from ..recommend.recommender import Recommender
@@ -247,6 +248,34 @@ class CooccurrenceMethod(_DataMethod):
         return scores + self._tiebreak[scene][None, :]
 
 
+class TransitionsMethod(CooccurrenceMethod):
+    """Item-to-item transitions, from the training histories in their order: item k follows item j
+    when a training user had k at most `transition_window` positions after j (weight 1 / gap).
+    Cosine-normalised and scored like co-occurrence (recency-weighted over the history, popularity
+    far below as the tiebreak); the order-aware baseline a sequential catalog needs beside it."""
+
+    name = "transitions"
+
+    def __init__(self, decay: float | None = None, window: int | None = None) -> None:
+        super().__init__(decay)
+        self.window = window
+
+    def fit(self, data: EvalData) -> None:
+        super().fit(data)
+        if self.window is None:
+            self.window = data.retrieval.transition_window
+        offsets = {}
+        for scene in data.scenes:
+            ids = data.scene_item_ids[scene]
+            offsets[scene] = np.array([self._row[i] + 1 for i in ids], dtype=np.int64)  # row 0 = unknown
+        histories = [
+            [self._row[i] + 1 for i in history if i in self._row] for history in data.train_histories.values()
+        ]
+        memory = TransitionMemory.build(histories, len(self._row) + 1, self.window)
+        later = memory.normalised[1:]  # rows as `_row` (the query's columns), no unknown row
+        self._scene_block = {s: later[:, cols].tocsr() for s, cols in offsets.items()}
+
+
 class BM25Method(_DataMethod):
     """BM25 over the scene's item documents, the query being the titles of the last N history items
     (N = `retrieval.lexical_history_items`), scored by the stored per-scene index."""
@@ -396,6 +425,7 @@ class FusedMethod(_DataMethod):
 METHODS: dict[str, tuple[str, str]] = {
     "popularity": ("scenerec.evaluation.methods", "PopularityMethod"),
     "cooccurrence": ("scenerec.evaluation.methods", "CooccurrenceMethod"),
+    "transitions": ("scenerec.evaluation.methods", "TransitionsMethod"),
     "bm25": ("scenerec.evaluation.methods", "BM25Method"),
     "dense": ("scenerec.evaluation.methods", "DenseMethod"),
     "fused": ("scenerec.evaluation.methods", "FusedMethod"),
@@ -405,7 +435,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "sasrec": ("scenerec.evaluation.peers", "SASRecMethod"),  # RecBole's SASRec (recbole installed)
 }
 
-BASELINES: tuple[str, ...] = ("popularity", "cooccurrence", "bm25", "dense", "fused")
+BASELINES: tuple[str, ...] = ("popularity", "cooccurrence", "transitions", "bm25", "dense", "fused")
 
 
 def make_method(name: str) -> RankingMethod:

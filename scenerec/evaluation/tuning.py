@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from ..errors import ScenerecError
+from ..models import Case
 from ..settings import TransferSettings
 from ..stores.scene_index import pick_device
-from ..transfer.checkpoint import checkpoint_path, save_checkpoint
+from ..transfer.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from ..transfer.loading import item_table, training_data, vector_model
 from ..transfer.model import TransferModel
 from ..transfer.scorer import TransferScorer
 from ..transfer.shipping import choose_shipping, describe
 from ..transfer.search import search_transfer
-from ..transfer.train import rebuild_cooccurrence
+from ..transfer.train import rebuild_memories
 from .harness import evaluate
 from .methods import EvalData
 from .transfer_methods import FusedTransferMethod, ShippedMethod
@@ -97,21 +98,8 @@ def train_and_save(
         "configuration": searched.chosen,
         "search": search,
     }
-    choice_started = time.perf_counter()
     if valid:  # chosen before the one save, so no checkpoint ever exists without its choices
-        # on valid, the memory reads what the co-occurrence baseline reads there: every history but
-        # the valid users' (their targets are never in it); what ships reads every history but the
-        # test users'
-        rebuild_cooccurrence(result.model, table, memory_histories(rec, "valid"))
-        shipped = choose_shipping(
-            TransferScorer(result.model, table), valid, rec.settings.retrieval.recency_decay
-        )
-        metrics["shipped"] = shipped
-        chosen, tried = choose_lexical_weight(rec, result.model, shipped)
-        metrics["transfer_lexical_weight"] = chosen
-        metrics["lexical_weight_valid_ndcg10"] = tried
-        rebuild_cooccurrence(result.model, table, memory_histories(rec, "test"))
-    metrics["choice_seconds"] = round(time.perf_counter() - choice_started, 2)
+        metrics.update(choose_what_ships(rec, result.model, valid))
     path = save_checkpoint(
         checkpoint_path(rec.paths.root), result.model, embedding_model=vector_model(rec), metrics=metrics
     )
@@ -131,9 +119,62 @@ def train_and_save(
         lexical_weights_tried=metrics.get("lexical_weight_valid_ndcg10", {}),
         shipped=metrics.get("shipped"),
         shipped_lines=describe(metrics["shipped"]) if metrics.get("shipped") else [],
-        choice_seconds=metrics["choice_seconds"],
+        choice_seconds=metrics.get("choice_seconds", 0.0),
         configuration=searched.chosen,
         search=search,
+    )
+
+
+def choose_what_ships(rec: Recommender, model: TransferModel, valid: Sequence[Case]) -> dict[str, Any]:
+    """The choices made on the valid split for a trained model: what ships per scene and setting,
+    then the BM25 fusion weight. Leaves the model's memories reading what `recommend` reads.
+    Returns the checkpoint metrics they go into (`shipped`, `transfer_lexical_weight`, ...)."""
+    started = time.perf_counter()
+    table = item_table(rec)
+    model.attach(table)  # a model loaded from a checkpoint is not attached yet
+    window = rec.settings.retrieval.transition_window
+    # on valid, the memories read what the baselines read there: every history but the valid
+    # users' (their targets are never in it); what ships reads every history but the test users'
+    rebuild_memories(model, table, memory_histories(rec, "valid"), window)
+    shipped = choose_shipping(TransferScorer(model, table), valid, rec.settings.retrieval.recency_decay)
+    chosen, tried = choose_lexical_weight(rec, model, shipped)
+    rebuild_memories(model, table, memory_histories(rec, "test"), window)
+    return {
+        "shipped": shipped,
+        "transfer_lexical_weight": chosen,
+        "lexical_weight_valid_ndcg10": tried,
+        "choice_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def reship(rec: Recommender) -> TrainingReport:
+    """Choose again, on the valid split, what ships with the saved checkpoint's model (its weights
+    unchanged), e.g. after an upgrade that adds candidates to the choice; saves the checkpoint."""
+    path = checkpoint_path(rec.paths.root)
+    model, meta = load_checkpoint(path, embedding_model=vector_model(rec), dim=item_table(rec).dim)
+    _, valid = training_data(rec)
+    if not valid:
+        raise ScenerecError(f"{rec.paths.root} has no valid cases to choose on")
+    metrics = {**meta.get("metrics", {}), **choose_what_ships(rec, model, valid)}
+    save_checkpoint(path, model, embedding_model=vector_model(rec), metrics=metrics)
+    return TrainingReport(
+        checkpoint=str(path),
+        device="cpu",
+        train_users=int(metrics.get("train_users", 0)),
+        valid_cases=len(valid),
+        seconds=float(metrics.get("training_seconds", 0.0)),
+        steps=0,
+        best_epoch=int(metrics.get("best_epoch", 0)),
+        stopped=str(metrics.get("stopped", "")),
+        valid=metrics.get("valid", {}),
+        epochs=metrics.get("epochs", []),
+        lexical_weight=metrics["transfer_lexical_weight"],
+        lexical_weights_tried=metrics["lexical_weight_valid_ndcg10"],
+        shipped=metrics["shipped"],
+        shipped_lines=describe(metrics["shipped"]),
+        choice_seconds=metrics["choice_seconds"],
+        configuration=str(metrics.get("configuration", "default")),
+        search=metrics.get("search", []),
     )
 
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..errors import ScenerecError
 from ..paths import DataPaths
 from ..settings import TransferSettings
-from .memory import CooccurrenceMemory, TextNeighbours
+from .memory import CooccurrenceMemory, TextNeighbours, TransitionMemory
 from .model import TransferModel
 
 FORMAT = "scenerec-transfer"
@@ -71,6 +71,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "cooccurrence": model.cooc.state(),
         "text_neighbours": model.text.state() if model.text is not None else None,
+        "transitions": model.transitions.state(),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +142,12 @@ def load_checkpoint(
         model.cooc = CooccurrenceMemory.from_state(payload["cooccurrence"])
         text = payload.get("text_neighbours")
         model.text = TextNeighbours.from_state(text) if text is not None else None
-        if model.cooc.size != len(model.vocabulary) + 1:
-            raise ValueError("the co-occurrence memory does not match the vocabulary")
+        transitions = payload.get("transitions")  # absent before the transition memory: none
+        if transitions is not None:
+            model.transitions = TransitionMemory.from_state(transitions)
+        if model.cooc.size != len(model.vocabulary) + 1 or model.transitions.size != len(model.vocabulary) + 1:
+            raise ValueError("the co-occurrence or transition memory does not match the vocabulary")
     except (KeyError, TypeError, ValueError, RuntimeError, ValidationError) as exc:
         raise CheckpointError(f"transfer checkpoint {path} does not match this model: {exc}") from exc
-    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "cooccurrence", "text_neighbours")}
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "cooccurrence", "text_neighbours", "transitions")}
     return model.to(device).eval(), meta

@@ -1,4 +1,5 @@
-"""The co-occurrence memory: which items the training users had together (any scenes, any order).
+"""The memories: which items the training users had together (any scenes, any order), which followed
+which (order kept), and which read alike.
 
 The model does not have to learn item-to-item associations into its weights (slow on sparse data);
 it reads them from here and learns how much each history item's associations count for a target
@@ -90,6 +91,75 @@ class CooccurrenceMemory:
         size = len(occurrences)
         upper = sparse.coo_matrix((data, (rows, cols)), shape=(size, size))
         return cls((upper + upper.T).tocsr(), occurrences)
+
+
+class TransitionMemory:
+    """Directional, order-aware associations: item k followed item j in a training history, at most
+    `window` positions later, each occurrence weighted 1 / gap. Where a catalog is sequential (what
+    a user buys next follows from what they bought last), this carries what the order-free
+    co-occurrence memory loses; where it is not, the choice on valid gives it no weight. The
+    shipped mix reads it (`shipping.py`); the trained model does not.
+    Values are cosine-normalised like the co-occurrence memory's: t_jk / sqrt(n_j n_k).
+    Rows are earlier items, columns later ones (vocabulary rows, 0 = unknown)."""
+
+    def __init__(self, counts: sparse.csr_matrix, occurrences: np.ndarray) -> None:
+        self.counts = counts.astype(np.float32).tocsr()
+        self.occurrences = np.asarray(occurrences, dtype=np.float32)
+        inv = np.where(self.occurrences > 0, 1 / np.sqrt(np.maximum(self.occurrences, 1)), 0).astype(
+            np.float32
+        )
+        self.normalised = (sparse.diags(inv) @ self.counts @ sparse.diags(inv)).astype(np.float32).tocsc()
+
+    @classmethod
+    def empty(cls, size: int) -> TransitionMemory:
+        return cls(sparse.csr_matrix((size, size)), np.zeros(size))
+
+    @classmethod
+    def build(cls, histories: Sequence[Sequence[int]], size: int, window: int) -> TransitionMemory:
+        """From histories given as vocabulary rows, oldest first (0 = unknown, ignored)."""
+        rows, cols, vals = [], [], []
+        occurrences = np.zeros(size, np.float64)
+        for history in histories:
+            seq = np.asarray([r for r in history if r != 0], dtype=np.int64)
+            occurrences[np.unique(seq)] += 1
+            for gap in range(1, min(window, len(seq) - 1) + 1):
+                earlier, later = seq[:-gap], seq[gap:]
+                keep = earlier != later
+                rows.append(earlier[keep])
+                cols.append(later[keep])
+                vals.append(np.full(int(keep.sum()), 1.0 / gap, np.float32))
+        if rows:
+            r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        else:
+            r = c = np.zeros(0, np.int64)
+            v = np.zeros(0, np.float32)
+        counts = sparse.csr_matrix((v, (r, c)), shape=(size, size))
+        counts.sum_duplicates()
+        return cls(counts, occurrences)
+
+    @property
+    def size(self) -> int:
+        return self.counts.shape[0]
+
+    def columns(self, cols: np.ndarray) -> sparse.csr_matrix:
+        """Normalised memory restricted to some later-item columns (one scene's items), all rows."""
+        return self.normalised[:, cols].tocsr()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        coo = self.counts.tocoo()
+        return {
+            "rows": torch.from_numpy(coo.row.astype(np.int32)),
+            "cols": torch.from_numpy(coo.col.astype(np.int32)),
+            "counts": torch.from_numpy(coo.data.astype(np.float32)),
+            "occurrences": torch.from_numpy(self.occurrences),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> TransitionMemory:
+        rows, cols = state["rows"].numpy().astype(np.int64), state["cols"].numpy().astype(np.int64)
+        occurrences = state["occurrences"].numpy()
+        size = len(occurrences)
+        return cls(sparse.csr_matrix((state["counts"].numpy(), (rows, cols)), shape=(size, size)), occurrences)
 
 
 class TextNeighbours:

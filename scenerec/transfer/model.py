@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from ..settings import TransferSettings
 from .data import FIRST_ITEM, PAD, ItemTable
-from .memory import CooccurrenceMemory, TextNeighbours
+from .memory import CooccurrenceMemory, TextNeighbours, TransitionMemory
 
 
 def whitening(vectors: np.ndarray, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +90,7 @@ class TransferModel(nn.Module):
             sparse.csr_matrix((len(vocabulary) + 1,) * 2), np.zeros(len(vocabulary) + 1)
         )
         self.text: TextNeighbours | None = None
+        self.transitions = TransitionMemory.empty(len(vocabulary) + 1)  # set by rebuild_memories
         # attached item data (non-persistent): token -> whitened vector, raw vector, scene, vocabulary row
         self.register_buffer("whitened", torch.zeros(0, dim), persistent=False)
         self.register_buffer("raw", torch.zeros(0, dim), persistent=False)

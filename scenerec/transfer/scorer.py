@@ -1,7 +1,8 @@
 """Inference with a trained transfer model: query rows, an exact per-scene index, full score rows.
 
-A user becomes one float32 query row per target scene: the dense user vector, then the two memory
-weights of each history slot, then the slots' item tokens, then the weights of the learned bias and
+A user becomes one float32 query row per target scene: the dense user vector, then the three memory
+weights of each history slot (co-occurrence, text, transitions: the model's own rows leave the last
+at 0), then the slots' item tokens, then the weights of the learned bias and
 of raw training popularity (1 and 0 for the model; the shipped mix chosen on valid may change them). `TransferIndex.search` turns query rows
 into exact scores over the scene's items; `recommend`, `score_batch` and the evaluation method all go
 through it, so they rank identically.
@@ -22,6 +23,7 @@ from .data import FIRST_ITEM, ItemTable, eval_tokens
 from .model import TransferModel
 
 MAX_TOKEN = 2**24  # token ids travel in float32 query rows
+SLOT_BLOCKS = ("cooccurrence", "text", "transitions", "tokens")  # per-slot blocks, in column order
 
 
 @dataclass
@@ -33,13 +35,20 @@ class QueryLayout:
 
     @property
     def width(self) -> int:
-        return self.hidden + 3 * self.slots + 2  # + the weights of the bias and of raw popularity
+        return self.hidden + 4 * self.slots + 2  # + the weights of the bias and of raw popularity
+
+    def block(self, name: str) -> slice:
+        """The columns of one per-slot block: "cooccurrence", "text", "transitions" or "tokens"."""
+        k = SLOT_BLOCKS.index(name)
+        start = self.hidden + k * self.slots
+        return slice(start, start + self.slots)
 
     def split(self, queries: np.ndarray) -> tuple[np.ndarray, ...]:
-        h, s = self.hidden, self.slots
-        tokens = np.rint(queries[:, h + 2 * s : h + 3 * s]).astype(np.int64)
-        w_bias, w_pop = queries[:, -2], queries[:, -1]
-        return queries[:, :h], queries[:, h : h + s], queries[:, h + s : h + 2 * s], tokens, w_bias, w_pop
+        """dense, co-occurrence, text and transition weights, tokens, bias weight, popularity weight."""
+        dense = queries[:, : self.hidden]
+        w_cooc, w_text, w_trans = (queries[:, self.block(n)] for n in SLOT_BLOCKS[:3])
+        tokens = np.rint(queries[:, self.block("tokens")]).astype(np.int64)
+        return dense, w_cooc, w_text, w_trans, tokens, queries[:, -2], queries[:, -1]
 
 
 class TransferIndex:
@@ -57,6 +66,7 @@ class TransferIndex:
         layout: QueryLayout,
         chunk: int = 256,
         popularity: np.ndarray | None = None,
+        transitions: sparse.csr_matrix | None = None,
     ) -> None:
         self.ids = ids
         self.position = {item_id: p for p, item_id in enumerate(ids)}
@@ -67,6 +77,7 @@ class TransferIndex:
         )
         self.cooc = cooc.astype(np.float64).tocsr()  # (V + 1, n)
         self.text = text.astype(np.float64).tocsr() if text is not None else None
+        self.transitions = transitions.astype(np.float64).tocsr() if transitions is not None else None
         self.vocab_row = vocab_row
         self.layout = layout
         self.chunk = chunk
@@ -83,22 +94,22 @@ class TransferIndex:
             )
         out = np.empty((len(queries), len(self.ids)))
         for start in range(0, len(queries), self.chunk):
-            dense, w_cooc, w_text, tokens, w_bias, w_pop = self.layout.split(queries[start : start + self.chunk])
+            dense, w_cooc, w_text, w_trans, tokens, w_bias, w_pop = self.layout.split(
+                queries[start : start + self.chunk]
+            )
             n = len(dense)
             rows = self.vocab_row[np.clip(tokens, 0, len(self.vocab_row) - 1)]
             users = np.repeat(np.arange(n), tokens.shape[1])
             block = dense.astype(np.float64) @ self.items.T
             block += w_bias.astype(np.float64)[:, None] * self.bias[None, :]
             block += w_pop.astype(np.float64)[:, None] * self.popularity[None, :]
-            a = sparse.csr_matrix(
-                (w_cooc.ravel().astype(np.float64), (users, rows.ravel())), shape=(n, self.cooc.shape[0])
-            )
-            block += (a @ self.cooc).toarray()
-            if self.text is not None:
+            for weights, memory in ((w_cooc, self.cooc), (w_text, self.text), (w_trans, self.transitions)):
+                if memory is None or not weights.any():
+                    continue
                 a = sparse.csr_matrix(
-                    (w_text.ravel().astype(np.float64), (users, rows.ravel())), shape=(n, self.text.shape[0])
+                    (weights.ravel().astype(np.float64), (users, rows.ravel())), shape=(n, memory.shape[0])
                 )
-                block += (a @ self.text).toarray()
+                block += (a @ memory).toarray()
             out[start : start + n] = block
         return out
 
@@ -202,9 +213,10 @@ class TransferScorer:
                 text = cosine.copy()
                 text.data = np.exp(tau * (text.data.astype(np.float64) - 1))
             popularity = np.log1p(model.cooc.occurrences[cols].astype(np.float64)) * known
+            transitions = model.transitions.columns(cols) @ sparse.diags(known)
             self._indexes[scene] = TransferIndex(
                 self.item_ids(scene), items, bias, cooc, text, vocab_row, self.layout,
-                popularity=popularity,
+                popularity=popularity, transitions=transitions,
             )
         return self._indexes[scene]
 
@@ -219,7 +231,7 @@ class TransferScorer:
         model, layout = self.model, self.layout
         target = model.scenes.index(scene)
         out = np.zeros((len(histories), layout.width), dtype=np.float32)
-        h, s = layout.hidden, layout.slots
+        h = layout.hidden
         with torch.no_grad():
             for start in range(0, len(histories), self.batch_size):
                 rows = [
@@ -239,9 +251,11 @@ class TransferScorer:
                 weights = model.item_weights(states, t, target)[:, picked, last]  # (2, n, width)
                 block = out[start : start + len(rows)]
                 block[:, :h] = users.float().cpu().numpy()
-                block[:, h : h + width] = weights[0].float().cpu().numpy()
-                block[:, h + s : h + s + width] = weights[1].float().cpu().numpy()
-                block[:, h + 2 * s : h + 2 * s + width] = tokens
+                for k, name in enumerate(("cooccurrence", "text")):
+                    start_col = layout.block(name).start
+                    block[:, start_col : start_col + width] = weights[k].float().cpu().numpy()
+                start_col = layout.block("tokens").start
+                block[:, start_col : start_col + width] = tokens
                 block[:, -2] = 1.0  # the model's own bias, no raw popularity
                 if self.shipped is not None:
                     self._ship(block, rows, scene)
@@ -255,7 +269,9 @@ class TransferScorer:
         if not choice:
             return
         decay = float(self.shipped.get("decay", 0.9))
-        h, s = self.layout.hidden, self.layout.slots
+        h = self.layout.hidden
+        cooc_start, text = self.layout.block("cooccurrence").start, self.layout.block("text")
+        trans_start = self.layout.block("transitions").start
         own = target_of(self.table, scene)
         for r, tokens in enumerate(rows):
             has_scene = any(self.table.scene_of[t] == own for t in tokens[1:])
@@ -263,11 +279,14 @@ class TransferScorer:
             if not mix:
                 continue
             a, g, p = float(mix["model"]), float(mix["cooccurrence"]), float(mix["popularity"])
+            t = float(mix.get("transitions", 0.0))  # absent in choices made before the memory existed
             n = len(tokens) - 1
             recency = decay ** np.arange(n - 1, -1, -1, dtype=np.float64)  # newest 1, older less
             block[r, :h] *= a
-            block[r, h + 1 : h + 1 + n] = a * block[r, h + 1 : h + 1 + n] + g * recency
-            block[r, h + s : h + 2 * s] *= a
+            cooc = slice(cooc_start + 1, cooc_start + 1 + n)  # slot 0 is the start token's
+            block[r, cooc] = a * block[r, cooc] + g * recency
+            block[r, text] *= a
+            block[r, trans_start + 1 : trans_start + 1 + n] = t * recency
             block[r, -2], block[r, -1] = a, p
 
     def scores(self, histories: Sequence[Sequence[str]], scene: str, *, cold: bool = False) -> np.ndarray:

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from ..settings import TransferSettings
 from ..stores.scene_index import pick_device
 from .data import FIRST_ITEM, Batch, Example, ItemTable, collate, epoch_examples, history_cap
-from .memory import CooccurrenceMemory, TextNeighbours
+from .memory import CooccurrenceMemory, TextNeighbours, TransitionMemory
 from .model import TransferModel
 from .scorer import TransferScorer
 
@@ -143,12 +143,16 @@ class Memories:
         return self.owner_rows
 
 
-def rebuild_cooccurrence(model: TransferModel, table: ItemTable, histories: Sequence[Sequence[str]]) -> None:
-    """Replace the model's co-occurrence memory (only it) with one built from `histories`: after
-    training, the memory can read every history the co-occurrence baseline reads."""
+def rebuild_memories(
+    model: TransferModel, table: ItemTable, histories: Sequence[Sequence[str]], transition_window: int
+) -> None:
+    """Replace the model's co-occurrence and transition memories with ones built from `histories`
+    (oldest item first): after training, they can read every history the baselines read."""
     vocab_row = model.vocab_row.cpu().numpy()
     rows = [vocab_row[np.asarray(table.tokens(h), dtype=np.int64)] for h in histories]
-    model.cooc = CooccurrenceMemory.build([r for r in rows if len(r)], len(model.vocabulary) + 1)
+    rows = [r for r in rows if len(r)]
+    model.cooc = CooccurrenceMemory.build(rows, len(model.vocabulary) + 1)
+    model.transitions = TransitionMemory.build(rows, len(model.vocabulary) + 1, transition_window)
 
 
 # --- the loss ---
