@@ -117,22 +117,22 @@ class TransitionMemory:
     @classmethod
     def build(cls, histories: Sequence[Sequence[int]], size: int, window: int) -> TransitionMemory:
         """From histories given as vocabulary rows, oldest first (0 = unknown, ignored)."""
-        rows, cols, vals = [], [], []
+        seqs = [np.asarray(h, dtype=np.int64) for h in histories]
+        seqs = [q[q != 0] for q in seqs]
+        items = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        user = np.repeat(np.arange(len(seqs)), [len(q) for q in seqs])
         occurrences = np.zeros(size, np.float64)
-        for history in histories:
-            seq = np.asarray([r for r in history if r != 0], dtype=np.int64)
-            occurrences[np.unique(seq)] += 1
-            for gap in range(1, min(window, len(seq) - 1) + 1):
-                earlier, later = seq[:-gap], seq[gap:]
-                keep = earlier != later
-                rows.append(earlier[keep])
-                cols.append(later[keep])
-                vals.append(np.full(int(keep.sum()), 1.0 / gap, np.float32))
-        if rows:
-            r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
-        else:
-            r = c = np.zeros(0, np.int64)
-            v = np.zeros(0, np.float32)
+        first = np.unique(user * size + items)  # each item once per user
+        np.add.at(occurrences, first % size, 1)
+        rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+        for gap in range(1, window + 1):  # all users at once: position i and i + gap of one user
+            if gap >= len(items):
+                break
+            keep = (user[:-gap] == user[gap:]) & (items[:-gap] != items[gap:])
+            rows.append(items[:-gap][keep])
+            cols.append(items[gap:][keep])
+            vals.append(np.full(int(keep.sum()), 1.0 / gap, np.float32))
+        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         counts = sparse.csr_matrix((v, (r, c)), shape=(size, size))
         counts.sum_duplicates()
         return cls(counts, occurrences)
