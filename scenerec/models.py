@@ -128,6 +128,7 @@ class Evidence(BaseModel):
     share: float | None = None  # this item's part of the positive leave-one-out contributions, in [0, 1]
     delta: float | None = None  # ranking score minus the score without this history item
     count: int | None = None  # co_purchase: training users who bought both
+    after: int | None = None  # co_purchase: of those, how many bought the recommended item later
     words: list[str] = Field(default_factory=list)  # shared attribute / text words
     joint: bool = False  # cited as one of a group that moved the item only together (no one alone did)
 

@@ -11,6 +11,7 @@ from scipy import sparse
 
 from scenerec.catalog.scene_catalog import read_scene_catalog
 from scenerec.llm.fake import FakeBackend
+from scenerec.paths import DataPaths
 from scenerec.models import Evidence, HistoryEntry, Item, Recommendation, UserHistory
 from scenerec.recommend.attribution import (
     CooccurrenceScorer,
@@ -32,7 +33,10 @@ from scenerec.rerank.rephrase import evidence_sentence, invented
 from scenerec.rerank.reranker import Reranker, RerankRequest
 from scenerec.settings import LLMSettings, Settings
 from scenerec.stores.embeddings import Encoder
+from scenerec.stores.ingest import ingest_catalog
 from scenerec.stores.lexical import BM25Index
+
+from .conftest import write_catalog
 
 
 def hist(*ids: str) -> UserHistory:
@@ -42,6 +46,44 @@ def hist(*ids: str) -> UserHistory:
             HistoryEntry(item_id=i, scene="arts", title=f"title {i}", position=p) for p, i in enumerate(ids)
         ],
     )
+
+
+def test_a_co_purchase_says_how_many_bought_the_item_later(
+    tmp_path: Path, make_settings, encoder: Encoder
+) -> None:
+    # three shoppers bought the paint set, then the easel; one bought the easel first
+    items = [
+        ("paint", "arts", "Watercolor paint set", "24 colors"),
+        ("easel", "office", "Folding desk easel", "beech wood"),
+        ("stapler", "office", "Heavy duty stapler", "metal"),
+    ]
+    histories = {
+        "u1": ["paint", "easel"],
+        "u2": ["paint", "stapler", "easel"],
+        "u3": ["paint", "easel"],
+        "u4": ["easel", "paint"],
+    }
+    settings = make_settings()
+    ingest_catalog(write_catalog(tmp_path / "cat", items, histories), settings, encoder=encoder)
+    interactions = Interactions.build(DataPaths(settings.data_dir).catalog_db)  # from the real SQLite store
+    assert interactions.bought_after([("paint", "easel"), ("easel", "paint"), ("easel", "stapler")]) == [3, 1, 0]
+    catalog = {i: Item(item_id=i, scene=s, title=t) for i, s, t, _ in items}
+    history = UserHistory(
+        user_id="me", entries=[HistoryEntry(item_id="paint", scene="arts", title="Watercolor paint set", position=0)]
+    )
+    (rec,) = attributed_recommendations(
+        [Candidate("easel", 4.0)], history, "office", scorer=CooccurrenceScorer(interactions), items=catalog,
+        cosine=np.zeros((1, 1)), interactions=interactions, n_scene_items=2, n_evidence=2,
+    )
+    assert (rec.evidence[0].kind, rec.evidence[0].count, rec.evidence[0].after) == ("co_purchase", 4, 3)
+    assert "4 shoppers who bought «Watercolor paint set» in arts also bought this, 3 of them later." in (
+        evidence_sentence(rec)
+    )
+    # a matrix without order (all ones) counts the same co-purchases and says nothing about later
+    binary = interactions.users.copy()
+    binary.data[:] = 1.0
+    plain = Interactions(interactions.item_ids, binary, list(interactions.row))
+    assert plain.bought_after([("paint", "easel")]) == [0]
 
 
 def test_leave_one_out_on_hand_built_co_purchases_finds_the_known_answer() -> None:

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from ..models import Evidence, Item, Recommendation, UserHistory
-from .evidence import Interactions, typed_evidence
+from .evidence import MIN_CO_PURCHASE, Interactions, typed_evidence
 from .retrieval import Candidate
 from .scores import percentile
 
@@ -347,7 +347,13 @@ def attributed_recommendations(
             if counts is not None
             else {}
         )
-        evidence = typed_evidence(item, contributors, pair_counts, joint=joint)
+        bought = [h for h, n in pair_counts.items() if n >= MIN_CO_PURCHASE]
+        after = (
+            dict(zip(bought, interactions.bought_after([(h, item.item_id) for h in bought])))
+            if interactions is not None
+            else {}
+        )
+        evidence = typed_evidence(item, contributors, pair_counts, joint=joint, after=after)
         prior = not evidence and attribution.held_by_prior
         out.append(
             Recommendation(

@@ -2,7 +2,8 @@
 
 Each attributed history item (see `attribution.py`) gets one kind, the most specific that holds:
 
-- `co_purchase`: N training users bought both (counted from the stored interactions only);
+- `co_purchase`: N training users bought both (counted from the stored interactions only), `after` of
+  them the recommended item later than the history item (what the transition memory reads);
 - `shared_attributes`: words both titles carry (brand, category and material words of the item text);
 - `text_nearness`: the descriptions are close (cosine) and share these words;
 - `model`: none of the above holds; the model's score still dropped without it.
@@ -31,6 +32,7 @@ from ..models import Evidence, Item
 from ..stores.item_store import read_histories
 
 CACHE_NAME = "interactions.npz"
+CACHE_FORMAT = "order-1"  # cells hold the 1-based position in the user's history (was: all ones)
 MIN_CO_PURCHASE = 2  # one shared buyer may be the user's own neighbour by chance: not said as a fact
 MIN_NEARNESS = 0.35  # below this cosine, "close in description" would not be true
 STOPWORDS = frozenset(
@@ -126,7 +128,9 @@ def shared_words(a: str, b: str, limit: int = 3) -> list[str]:
 
 
 class Interactions:
-    """The stored users x items matrix (binary), column-sliceable, for counting co-purchases."""
+    """The stored users x items matrix, column-sliceable, for counting co-purchases; a cell holds the
+    item's 1-based position in that user's history (first purchase), so order can be read too. A matrix
+    of ones (no order known) counts co-purchases the same and no purchase as later than another."""
 
     def __init__(self, item_ids: list[str], users: sparse.csc_matrix, user_ids: list[str]) -> None:
         self.item_ids = item_ids
@@ -139,13 +143,14 @@ class Interactions:
         """Read every stored history into the matrix."""
         histories = read_histories(catalog_db)
         column: dict[str, int] = {}
-        rows, cols = [], []
+        rows, cols, positions = [], [], []
         for row, items in enumerate(histories.values()):
-            for item_id in dict.fromkeys(items):
+            for position, item_id in enumerate(dict.fromkeys(items), start=1):
                 rows.append(row)
                 cols.append(column.setdefault(item_id, len(column)))
+                positions.append(position)
         matrix = sparse.csc_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(histories), len(column))
+            (np.array(positions, dtype=np.float32), (rows, cols)), shape=(len(histories), len(column))
         )
         return cls(list(column), matrix, list(histories))
 
@@ -153,7 +158,7 @@ class Interactions:
     def cached(cls, catalog_db: Path, cache_dir: Path, stamp: Sequence[str]) -> Interactions:
         """The matrix from `cache_dir` when it was built for this store stamp, else built and saved."""
         path = Path(cache_dir) / CACHE_NAME
-        key = "/".join(stamp)
+        key = "/".join([CACHE_FORMAT, *stamp])
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -198,6 +203,24 @@ class Interactions:
             (np.ones(len(rows), dtype=np.float32), rows, pointers), shape=(self.users.shape[0], len(parts))
         )
 
+    def _positions(self, item_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The users who bought an item (sorted rows) and where it sits in each one's history."""
+        c = self.column.get(item_id)
+        if c is None:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        span = slice(self.users.indptr[c], self.users.indptr[c + 1])
+        return self.users.indices[span], self.users.data[span]
+
+    def bought_after(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Per (earlier, later) pair of item ids, how many users bought `later` after `earlier`."""
+        out = []
+        for earlier, later in pairs:
+            users_a, at_a = self._positions(earlier)
+            users_b, at_b = self._positions(later)
+            _, ia, ib = np.intersect1d(users_a, users_b, assume_unique=True, return_indices=True)
+            out.append(int((at_b[ib] > at_a[ia]).sum()))
+        return out
+
     def buyers(self, item_ids: Sequence[str]) -> np.ndarray:
         """Per item, how many stored users bought it (0 for an item nobody bought)."""
         return np.array([len(self._users(i)) for i in item_ids], dtype=np.int64)
@@ -232,11 +255,14 @@ def typed_evidence(
     contributors: Sequence[tuple[Item, float, float, float]],
     counts: Mapping[str, int],
     joint: bool = False,
+    after: Mapping[str, int] | None = None,
 ) -> list[Evidence]:
     """Evidence pieces for one candidate: per contributor (history item, share, delta, cosine) the most
-    specific kind that holds; `counts` maps history item id -> co-purchases with the candidate. `joint`:
-    the contributors moved it only together (each carries the group's delta and an equal share)."""
+    specific kind that holds; `counts` maps history item id -> co-purchases with the candidate, `after`
+    -> how many of those bought the candidate later. `joint`: the contributors moved it only together
+    (each carries the group's delta and an equal share)."""
     out = []
+    after = after or {}
     for item, share, delta, cosine in contributors:
         count = counts.get(item.item_id, 0)
         title_words = shared_words(item.title, candidate.title)
@@ -259,6 +285,7 @@ def typed_evidence(
                 share=round(share, 4),
                 delta=float(f"{delta:.6g}"),
                 count=count,
+                after=after.get(item.item_id) if kind == "co_purchase" else None,
                 words=words,
                 joint=joint,
             )

@@ -162,7 +162,7 @@ def breakdown_lines(b: Breakdown, title_chars: int = 48) -> list[str]:
     for e in b.contributors[:10]:
         detail = KIND_WORDS.get(e.kind, e.kind)
         if e.kind == "co_purchase":
-            detail += f": {e.count} shoppers"
+            detail += f": {e.count} shoppers" + (f", {e.after} bought it later" if e.after else "")
         elif e.words:
             detail += ": " + ", ".join(e.words)
         title = e.title if len(e.title) <= title_chars else e.title[: title_chars - 1] + "…"

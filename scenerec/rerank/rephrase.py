@@ -169,7 +169,7 @@ def _words(words: Sequence[str], n: int = 2) -> str:
 def _clause(e: Evidence, method: str | None) -> str:
     """The main sentence for the strongest contributor, by its kind."""
     if e.kind == "co_purchase":
-        return f"{e.count} shoppers who bought «{_t(e.title)}» in {e.scene} also bought this."
+        return f"{e.count} shoppers who bought «{_t(e.title)}» in {e.scene} also bought this{_later(e)}."
     if e.kind == "shared_attributes":
         return f"Shares {_words(e.words)} with «{_t(e.title)}» from your {e.scene} history."
     if e.kind == "text_nearness":
@@ -178,6 +178,11 @@ def _clause(e: Evidence, method: str | None) -> str:
         model = "transfer model" if method and method.startswith("transfer") else "ranking"
         return f"The {model} puts it here mostly for «{_t(e.title)}» ({e.scene}, {round(100 * e.share)}% of its lift)."
     return f"Close to «{_t(e.title)}», which you liked in {e.scene}."
+
+
+def _later(e: Evidence) -> str:
+    """How many of the co-purchasers bought it after the history item, where any did."""
+    return f", {e.after} of them later" if e.after else ""
 
 
 def _second(e: Evidence) -> str:
@@ -284,6 +289,8 @@ def allowed_numbers(rec: Recommendation, item_text: str = "") -> set[str]:
         numbers |= set(NUMBER.findall(e.title))
         if e.count:
             numbers.add(str(e.count))
+        if e.after:
+            numbers.add(str(e.after))
         if e.share is not None:
             numbers.add(str(round(100 * e.share)))
     if rec.peers is not None:
